@@ -1,0 +1,305 @@
+//! One member of the store: its raft node, its state, and the two paths every
+//! client request takes: proposing a write (forwarded to the leader when this
+//! member is a follower) and the read barrier of a linearizable read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::raft::ReadPolicy;
+use skiff_proto::etcdserverpb::ResponseHeader;
+use skiff_proto::skiffraftpb::{ForwardRequest, ReadIndexRequest};
+use tokio::time::{Instant, timeout_at};
+use tonic::Status;
+
+use super::status::{msg, unavailable};
+use crate::raft::codec::{decode, encode};
+use crate::raft::network::Peers;
+use crate::raft::state_machine::Shared;
+use crate::raft::{Command, CommandReply, MemberId, MemberNode, Raft};
+
+/// Attempts at finding a leader that accepts a request before giving up.
+const LEADER_RETRY_LIMIT: u32 = 20;
+/// The pause between such attempts grows from this, up to four times it.
+const LEADER_RETRY_BACKOFF: Duration = Duration::from_millis(25);
+
+/// Timing settings of a member.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    /// How long a client request may take before it fails with
+    /// "request timed out".
+    pub request_timeout: Duration,
+}
+
+impl Timing {
+    /// How long a request waits for a leader to appear before it fails with
+    /// "no leader": two election timeouts, or the request's own deadline.
+    fn leader_wait(&self) -> Duration {
+        (self.election_timeout * 2).min(self.request_timeout)
+    }
+}
+
+/// A forwarded write's outcome, as the leader reports it to the follower.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum ForwardOutcome {
+    Applied(CommandReply),
+    /// The receiver is not the leader; nothing was proposed.
+    NotLeader { leader: Option<MemberId> },
+    /// The outcome is unknown or the request failed: a gRPC status.
+    Failed { code: i32, message: String },
+}
+
+/// The leader's answer to a read-index request.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum ReadIndexOutcome {
+    Index(u64),
+    NotLeader { leader: Option<MemberId> },
+    Failed { code: i32, message: String },
+}
+
+/// Everything the services need to serve requests.
+pub struct Member {
+    pub id: MemberId,
+    pub cluster_id: u64,
+    pub name: String,
+    pub raft: Raft,
+    pub shared: Arc<Shared>,
+    pub peers: Arc<Peers>,
+    pub timing: Timing,
+}
+
+impl Member {
+    /// A response header as etcd fills it.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision,
+            raft_term: self.raft_term(),
+        }
+    }
+
+    pub fn raft_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// The leader this member knows of, if any.
+    pub fn current_leader(&self) -> Option<MemberId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    fn leader_node(&self, leader: MemberId) -> Option<MemberNode> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().get_node(&leader).cloned()
+    }
+
+    /// Waits until a leader is known, for at most the leader wait or until
+    /// `deadline`; then fails with "no leader".
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<MemberId, Status> {
+        let deadline = deadline.min(Instant::now() + self.timing.leader_wait());
+        let mut metrics = self.raft.metrics();
+        let waited = timeout_at(deadline, async {
+            loop {
+                if let Some(leader) = metrics.borrow_and_update().current_leader {
+                    return Some(leader);
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(Some(leader)) => Ok(leader),
+            Ok(None) => Err(unavailable(msg::STOPPED)),
+            Err(_) => Err(unavailable(msg::NO_LEADER)),
+        }
+    }
+
+    /// The leader to send a request to: the known one, or the next to appear.
+    /// After `attempt` refusals it backs off a little first (bounded).
+    async fn pick_leader(&self, attempt: u32, deadline: Instant) -> Result<MemberId, Status> {
+        if attempt > 0 {
+            if attempt > LEADER_RETRY_LIMIT {
+                return Err(unavailable(msg::NO_LEADER));
+            }
+            let pause = LEADER_RETRY_BACKOFF * attempt.min(4);
+            tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+        }
+        if Instant::now() >= deadline {
+            return Err(unavailable(msg::TIMEOUT));
+        }
+        match self.current_leader() {
+            Some(leader) => Ok(leader),
+            None => self.wait_for_leader(deadline).await,
+        }
+    }
+
+    /// Proposes `command` through raft and returns the state machine's reply:
+    /// the revision after it and the encoded response. Followers forward to
+    /// the leader. Without a leader the call fails with "no leader" within
+    /// the request timeout.
+    pub async fn propose(&self, command: Command) -> Result<(i64, Vec<u8>), Status> {
+        let deadline = Instant::now() + self.timing.request_timeout;
+        let mut attempt = 0;
+        loop {
+            let leader = self.pick_leader(attempt, deadline).await?;
+            attempt += 1;
+            let outcome = if leader == self.id {
+                self.propose_local(command.clone(), deadline).await
+            } else {
+                self.forward(leader, &command, deadline).await
+            };
+            match outcome {
+                ForwardOutcome::Applied(CommandReply::Ok { revision, body }) => return Ok((revision, body)),
+                ForwardOutcome::Applied(CommandReply::Refused(status)) => return Err(status.into()),
+                ForwardOutcome::Failed { code, message } => {
+                    return Err(Status::new(tonic::Code::from_i32(code), message));
+                }
+                // Nothing was proposed: safe to try the leader we learn of next.
+                ForwardOutcome::NotLeader { leader: next } => {
+                    tracing::debug!(tried = %format_args!("{leader:x}"), ?next, "not the leader, retrying");
+                }
+            }
+        }
+    }
+
+    /// Proposes on this member, which believes it leads.
+    pub async fn propose_local(&self, command: Command, deadline: Instant) -> ForwardOutcome {
+        match timeout_at(deadline, self.raft.client_write(command)).await {
+            Err(_) => ForwardOutcome::Failed { code: tonic::Code::Unavailable as i32, message: msg::TIMEOUT.into() },
+            Ok(Ok(response)) => ForwardOutcome::Applied(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                ForwardOutcome::NotLeader { leader: f.leader_id }
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => ForwardOutcome::Failed {
+                code: tonic::Code::Unavailable as i32,
+                message: msg::LEADER_CHANGED.into(),
+            },
+            Ok(Err(RaftError::APIError(e))) => {
+                ForwardOutcome::Failed { code: tonic::Code::Internal as i32, message: e.to_string() }
+            }
+            Ok(Err(RaftError::Fatal(e))) => {
+                tracing::error!(error = %e, "raft stopped");
+                ForwardOutcome::Failed { code: tonic::Code::Unavailable as i32, message: msg::STOPPED.into() }
+            }
+        }
+    }
+
+    async fn forward(&self, leader: MemberId, command: &Command, deadline: Instant) -> ForwardOutcome {
+        let failed = |message: &str| ForwardOutcome::Failed {
+            code: tonic::Code::Unavailable as i32,
+            message: message.to_string(),
+        };
+        let Some(node) = self.leader_node(leader) else {
+            return ForwardOutcome::NotLeader { leader: None };
+        };
+        let mut client = match self.peers.client(leader, &node) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(leader = %format_args!("{leader:x}"), error = %e, "cannot reach the leader");
+                return ForwardOutcome::NotLeader { leader: None };
+            }
+        };
+        let bytes = match encode(command) {
+            Ok(bytes) => bytes,
+            Err(e) => return ForwardOutcome::Failed { code: tonic::Code::Internal as i32, message: e.to_string() },
+        };
+        let mut request = tonic::Request::new(ForwardRequest { command: bytes });
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        match timeout_at(deadline, client.forward(request)).await {
+            Err(_) => failed(msg::TIMEOUT),
+            // The leader never received it: as good as not proposed.
+            Ok(Err(status)) if is_connect_failure(&status) => ForwardOutcome::NotLeader { leader: None },
+            Ok(Err(status)) => {
+                tracing::debug!(%status, "forwarding to the leader failed");
+                failed(msg::TIMEOUT_LEADER_FAIL)
+            }
+            Ok(Ok(response)) => match decode(&response.into_inner().response) {
+                Ok(outcome) => outcome,
+                Err(e) => ForwardOutcome::Failed { code: tonic::Code::Internal as i32, message: e.to_string() },
+            },
+        }
+    }
+
+    /// Waits until this member's state machine reflects every write
+    /// acknowledged before the call: etcd's ReadIndex. The leader confirms
+    /// its leadership with a quorum and names its commit index; this member
+    /// then waits to have applied that index.
+    pub async fn read_barrier(&self) -> Result<(), Status> {
+        let deadline = Instant::now() + self.timing.request_timeout;
+        let mut attempt = 0;
+        loop {
+            let leader = self.pick_leader(attempt, deadline).await?;
+            attempt += 1;
+            let outcome = if leader == self.id {
+                self.read_index_local(deadline).await
+            } else {
+                self.read_index_remote(leader, deadline).await
+            };
+            match outcome {
+                ReadIndexOutcome::Index(index) => {
+                    return match timeout_at(deadline, self.shared.wait_applied(index)).await {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(unavailable(msg::TIMEOUT_APPLY)),
+                    };
+                }
+                ReadIndexOutcome::Failed { code, message } => {
+                    return Err(Status::new(tonic::Code::from_i32(code), message));
+                }
+                ReadIndexOutcome::NotLeader { .. } => {}
+            }
+        }
+    }
+
+    /// The read index on this member, which believes it leads.
+    pub async fn read_index_local(&self, deadline: Instant) -> ReadIndexOutcome {
+        match timeout_at(deadline, self.raft.get_read_log_id(ReadPolicy::ReadIndex)).await {
+            Err(_) => ReadIndexOutcome::Failed { code: tonic::Code::Unavailable as i32, message: msg::TIMEOUT.into() },
+            Ok(Ok((read_log_id, _applied))) => ReadIndexOutcome::Index(read_log_id.index()),
+            Ok(Err(RaftError::APIError(openraft::errors::LinearizableReadError::ForwardToLeader(f)))) => {
+                ReadIndexOutcome::NotLeader { leader: f.leader_id }
+            }
+            Ok(Err(RaftError::APIError(e))) => {
+                tracing::debug!(error = %e, "read index refused");
+                ReadIndexOutcome::NotLeader { leader: None }
+            }
+            Ok(Err(RaftError::Fatal(_))) => {
+                ReadIndexOutcome::Failed { code: tonic::Code::Unavailable as i32, message: msg::STOPPED.into() }
+            }
+        }
+    }
+
+    async fn read_index_remote(&self, leader: MemberId, deadline: Instant) -> ReadIndexOutcome {
+        let Some(node) = self.leader_node(leader) else {
+            return ReadIndexOutcome::NotLeader { leader: None };
+        };
+        let Ok(mut client) = self.peers.client(leader, &node) else {
+            return ReadIndexOutcome::NotLeader { leader: None };
+        };
+        let mut request = tonic::Request::new(ReadIndexRequest {});
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        match timeout_at(deadline, client.read_index(request)).await {
+            Err(_) => ReadIndexOutcome::Failed { code: tonic::Code::Unavailable as i32, message: msg::TIMEOUT.into() },
+            // A read is always safe to retry elsewhere.
+            Ok(Err(status)) => {
+                tracing::debug!(%status, "read index from the leader failed");
+                ReadIndexOutcome::NotLeader { leader: None }
+            }
+            Ok(Ok(response)) => decode(&response.into_inner().payload).unwrap_or_else(|e| {
+                ReadIndexOutcome::Failed { code: tonic::Code::Internal as i32, message: e.to_string() }
+            }),
+        }
+    }
+}
+
+/// Whether a failed call provably never reached the peer.
+fn is_connect_failure(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let text = format!("{status:?}").to_lowercase();
+    text.contains("connection refused") || text.contains("tcp connect error") || text.contains("error trying to connect")
+}

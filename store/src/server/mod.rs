@@ -1,0 +1,309 @@
+//! The gRPC services of a member and its wiring: [`run`] opens the storage,
+//! starts raft, bootstraps a new cluster, serves clients and peers, and stops
+//! everything when the shutdown token fires.
+
+pub mod cluster;
+pub mod kv;
+pub mod maintenance;
+pub mod member;
+pub mod peer;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use openraft::{Config, SnapshotPolicy};
+use skiff_proto::etcdserverpb::cluster_server::ClusterServer;
+use skiff_proto::etcdserverpb::kv_server::KvServer;
+use skiff_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use skiff_proto::skiffraftpb::raft_peer_server::RaftPeerServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Cf, Durability, Engine, RocksEngine, WriteBatch};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, PEER_MESSAGE_LIMIT_BYTES, Peers};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{Command, MemberId, MemberNode, Raft};
+use member::{Member, Timing};
+
+/// gRPC's own framing on top of the largest request etcd accepts.
+const CLIENT_MESSAGE_LIMIT_BYTES: usize = kv::MAX_REQUEST_BYTES + 512 * 1024;
+/// Raft log entries kept behind a snapshot, for followers slightly behind.
+const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 5_000;
+/// Entries applied between two snapshots.
+const SNAPSHOT_EVERY_LOGS: u64 = 10_000;
+/// Pause between attempts to publish this member's name and client URLs.
+const PUBLISH_RETRY: Duration = Duration::from_millis(500);
+
+const KEY_MEMBER_ID: &[u8] = b"member_id";
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+
+/// `--initial-cluster-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// Everything a member needs to start, from its flags.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client: Vec<SocketAddr>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer: SocketAddr,
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `(name, peer URLs)` of every initial member.
+    pub initial_cluster: Vec<(String, Vec<String>)>,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
+    pub timing: Timing,
+}
+
+/// FNV-1a, 64 bits: a stable hash for member and cluster ids.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in *part {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash.max(1)
+}
+
+/// A member's id, from its peer URLs and the cluster token (as etcd derives
+/// it), so that every member computes the same ids from `--initial-cluster`.
+pub fn member_id(peer_urls: &[String], token: &str) -> MemberId {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let joined = urls.join(",");
+    fnv1a(&[joined.as_bytes(), token.as_bytes()])
+}
+
+fn cluster_id(member_ids: &[MemberId], token: &str) -> u64 {
+    let mut ids = member_ids.to_vec();
+    ids.sort();
+    let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();
+    fnv1a(&[&bytes, token.as_bytes()])
+}
+
+fn read_u64(engine: &dyn Engine, key: &[u8]) -> anyhow::Result<Option<u64>> {
+    Ok(engine
+        .get(Cf::RaftMeta, key)?
+        .map(|v| v.as_slice().try_into().map(u64::from_be_bytes))
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("corrupt {} in raft metadata", String::from_utf8_lossy(key)))?)
+}
+
+/// The member and cluster ids: persisted on first start, read back after.
+fn identity(config: &MemberConfig, engine: &dyn Engine) -> anyhow::Result<(MemberId, u64, bool)> {
+    if let (Some(id), Some(cluster)) = (read_u64(engine, KEY_MEMBER_ID)?, read_u64(engine, KEY_CLUSTER_ID)?) {
+        return Ok((id, cluster, false));
+    }
+    let Some((_, my_urls)) = config.initial_cluster.iter().find(|(name, _)| *name == config.name) else {
+        bail!("--initial-cluster has no member named {:?} (the --name of this member)", config.name);
+    };
+    let mut mine = my_urls.clone();
+    let mut advertised = config.initial_advertise_peer_urls.clone();
+    mine.sort();
+    advertised.sort();
+    if mine != advertised {
+        bail!(
+            "--initial-cluster gives {}={} but --initial-advertise-peer-urls is {}",
+            config.name,
+            my_urls.join(","),
+            config.initial_advertise_peer_urls.join(",")
+        );
+    }
+    let ids: Vec<MemberId> =
+        config.initial_cluster.iter().map(|(_, urls)| member_id(urls, &config.initial_cluster_token)).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != ids.len() {
+        bail!("--initial-cluster lists the same peer URLs twice");
+    }
+    let id = member_id(my_urls, &config.initial_cluster_token);
+    let cluster = cluster_id(&ids, &config.initial_cluster_token);
+    let mut batch = WriteBatch::new();
+    batch.put(Cf::RaftMeta, KEY_MEMBER_ID, id.to_be_bytes().to_vec());
+    batch.put(Cf::RaftMeta, KEY_CLUSTER_ID, cluster.to_be_bytes().to_vec());
+    engine.write(batch, Durability::Sync)?;
+    Ok((id, cluster, true))
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("listen for {what} on {addr}"))
+}
+
+/// Runs one member until `shutdown` fires.
+pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
+    let db_path = config.data_dir.join("db");
+    let engine: Arc<dyn Engine> =
+        Arc::new(RocksEngine::open(&db_path).with_context(|| format!("open rocksdb at {}", db_path.display()))?);
+    let (id, cluster_id, first_start) = identity(&config, engine.as_ref())?;
+
+    // Bind before starting raft, so that a taken port fails the start at once.
+    let peer_listener = bind(config.listen_peer, "peers").await?;
+    let mut client_listeners = Vec::new();
+    for addr in &config.listen_client {
+        client_listeners.push(bind(*addr, "clients").await?);
+    }
+
+    let snapshot_dir = config.data_dir.join("snapshots");
+    let log_store = LogStore::new(engine.clone()).context("start the raft log store")?;
+    let state_machine = StateMachine::open(engine.clone(), snapshot_dir.clone()).context("open the state machine")?;
+    let shared = state_machine.shared();
+    let peers = Arc::new(Peers::default());
+    let timing = config.timing.clone();
+    let election_ms = timing.election_timeout.as_millis() as u64;
+    let raft_config = Config {
+        cluster_name: format!("skiff-{cluster_id:016x}"),
+        heartbeat_interval: timing.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: election_ms,
+        election_timeout_max: election_ms * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),
+        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        ..Default::default()
+    };
+    let raft_config = Arc::new(raft_config.validate().context("raft configuration")?);
+    let raft: Raft = openraft::Raft::new(id, raft_config, NetworkFactory::new(peers.clone()), log_store, state_machine)
+        .await
+        .context("start raft")?;
+
+    if first_start && config.initial_cluster_state == ClusterState::New {
+        let members: BTreeMap<MemberId, MemberNode> = config
+            .initial_cluster
+            .iter()
+            .map(|(name, urls)| {
+                (member_id(urls, &config.initial_cluster_token), MemberNode { name: name.clone(), peer_urls: urls.clone() })
+            })
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(members = config.initial_cluster.len(), "initialized a new cluster"),
+            // Another member's initialization reached us first: fine.
+            Err(e) => tracing::info!(error = %e, "cluster already initialized"),
+        }
+    } else if first_start {
+        bail!("--initial-cluster-state existing: joining a running cluster is not supported by this skiff-store yet");
+    }
+
+    let member = Arc::new(Member {
+        id,
+        cluster_id,
+        name: config.name.clone(),
+        raft: raft.clone(),
+        shared,
+        peers,
+        timing,
+    });
+    tracing::info!(
+        member = %format_args!("{id:x}"),
+        cluster = %format_args!("{cluster_id:x}"),
+        name = %config.name,
+        peer = %config.listen_peer,
+        clients = ?config.listen_client,
+        "member started"
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let peer_service = RaftPeerServer::new(peer::PeerService::new(member.clone(), snapshot_dir))
+        .max_decoding_message_size(PEER_MESSAGE_LIMIT_BYTES)
+        .max_encoding_message_size(PEER_MESSAGE_LIMIT_BYTES);
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(peer_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), token.cancelled_owned())
+            .await
+            .context("peer server")
+    });
+    for listener in client_listeners {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<KvServer<kv::KvService>>().await;
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(
+                KvServer::new(kv::KvService::new(member.clone()))
+                    .max_decoding_message_size(CLIENT_MESSAGE_LIMIT_BYTES),
+            )
+            .add_service(ClusterServer::new(cluster::ClusterService::new(member.clone())))
+            .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(member.clone())));
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled_owned())
+                .await
+                .context("client server")
+        });
+    }
+    tasks.spawn(publish_attributes(member.clone(), config.advertise_client_urls.clone(), shutdown.clone()));
+
+    let mut result = Ok(());
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        Some(joined) = tasks.join_next() => {
+            // A server ended on its own: that is a failure of the member.
+            result = joined.context("server task panicked").and_then(|r| r);
+            if result.is_ok() {
+                result = Err(anyhow::anyhow!("a server stopped unexpectedly"));
+            }
+            shutdown.cancel();
+        }
+    }
+    tracing::info!("shutting down");
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined.context("server task panicked").and_then(|r| r)
+            && result.is_ok()
+        {
+            result = Err(e);
+        }
+    }
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not stop cleanly");
+    }
+    engine.sync_wal().context("final sync of the write-ahead log")?;
+    tracing::info!("stopped");
+    result
+}
+
+/// Announces this member's name and client URLs through raft, once they
+/// differ from what the cluster has recorded (etcd's "publish").
+async fn publish_attributes(
+    member: Arc<Member>,
+    client_urls: Vec<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let recorded = member.shared.member_attrs().ok().and_then(|attrs| attrs.get(&member.id).cloned());
+        if recorded.is_some_and(|a| a.name == member.name && a.client_urls == client_urls) {
+            tracing::info!("published name and client URLs");
+            // Keep the task alive until shutdown, like the servers.
+            shutdown.cancelled().await;
+            return Ok(());
+        }
+        let command =
+            Command::PublishMember { id: member.id, name: member.name.clone(), client_urls: client_urls.clone() };
+        if let Err(status) = member.propose(command).await {
+            tracing::debug!(%status, "publishing member attributes failed, retrying");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(PUBLISH_RETRY) => {}
+        }
+    }
+}
