@@ -1,1 +1,20 @@
-fn main(){}
+//! The `cluster` integration tests: three real `skiff-store` members (RocksDB,
+//! raft over loopback) driven through etcd's gRPC API, Debian's `etcdctl` and
+//! the `skiff` CLI, while members are killed, stopped and restarted.
+//!
+//! Run them with `tests/run`, which installs the prerequisites and builds the
+//! binaries first. `SKIFF_STORE_BIN=/usr/bin/etcd` runs the same tests against
+//! etcd itself, to check the tests' expectations against the reference.
+//! Against Debian's etcd 3.4.23 every store test passes except three, where
+//! skiff is held to a stricter promise than etcd 3.4 keeps: it accepts an
+//! out-of-range sort option (etcd 3.5+ refuses it), it exits by re-raising
+//! SIGTERM rather than with status 0, and it answers a second write without
+//! quorum with Unknown "context deadline exceeded" instead of Unavailable.
+
+mod bad_input;
+mod cli;
+mod etcdctl;
+mod failover;
+mod kv;
+mod linearizability;
+mod mvcc;

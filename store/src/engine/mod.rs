@@ -162,3 +162,6 @@ pub trait Engine: Send + Sync + 'static {
     /// Approximate bytes used on disk (or in memory).
     fn size_bytes(&self) -> u64;
 }
+
+#[cfg(test)]
+mod conformance;

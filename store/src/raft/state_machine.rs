@@ -112,6 +112,15 @@ fn read_meta<T: serde::de::DeserializeOwned>(engine: &dyn Engine, key: &[u8]) ->
     }
 }
 
+/// The file name (without extension) of the snapshot described by `meta`:
+/// its last log id, which identifies its content.
+pub fn snapshot_name(meta: &SnapshotMetaOf<TypeConfig>) -> String {
+    match &meta.last_log_id {
+        Some(id) => format!("{:020}-{}", id.index(), id.committed_leader_id()),
+        None => "00000000000000000000-none".to_string(),
+    }
+}
+
 /// A snapshot on disk: the data file written by [`SnapshotBuilder`] or
 /// received from the leader.
 #[derive(Debug)]
@@ -284,7 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<TypeConfig>, snapshot: SnapshotFile) -> io::Result<()> {
-        let (data_path, meta_path) = self.snapshot_paths(&meta.snapshot_id);
+        let (data_path, meta_path) = self.snapshot_paths(&snapshot_name(meta));
         if snapshot.path != data_path {
             std::fs::rename(&snapshot.path, &data_path)?;
         }
@@ -307,7 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         std::fs::write(&meta_path, encode(meta)?)?;
         Self::prune_snapshots(&self.snapshot_dir)?;
         self.shared.applied_tx.send_replace(meta.last_log_id.as_ref().map_or(0, |id| id.index()));
-        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        tracing::info!(snapshot = %snapshot_name(meta), "installed snapshot");
         Ok(())
     }
 
@@ -348,19 +357,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let applied: Option<LogIdOf<TypeConfig>> = read_meta(source.as_ref(), KEY_APPLIED)?.flatten();
         let membership: StoredMembershipOf<TypeConfig> = read_meta(source.as_ref(), KEY_MEMBERSHIP)?.unwrap_or_default();
-        let snapshot_id = match &applied {
-            Some(id) => format!("{:020}-{:016x}", id.index(), rand::random::<u64>()),
-            None => format!("{:020}-{:016x}", 0, rand::random::<u64>()),
-        };
-        let meta = SnapshotMetaOf::<TypeConfig> { last_log_id: applied, last_membership: membership, snapshot_id };
-        let data_path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
-        let meta_path = self.snapshot_dir.join(format!("{}.meta", meta.snapshot_id));
+        let meta = SnapshotMetaOf::<TypeConfig> { last_log_id: applied, last_membership: membership };
+        let name = snapshot_name(&meta);
+        let data_path = self.snapshot_dir.join(format!("{name}.snap"));
+        let meta_path = self.snapshot_dir.join(format!("{name}.meta"));
         write_snapshot_file(source.as_ref(), &data_path)?;
         drop(source);
         let _ = std::fs::remove_dir_all(self.snapshot_dir.join("scratch"));
         std::fs::write(&meta_path, encode(&meta)?)?;
         StateMachine::prune_snapshots(&self.snapshot_dir)?;
-        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        tracing::info!(snapshot = %name, "built snapshot");
         Ok(SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot: SnapshotFile { path: data_path } })
     }
 }

@@ -26,7 +26,7 @@ impl ClusterService {
     /// with the names and client URLs they published.
     pub fn members(&self) -> Result<Vec<PbMember>, Status> {
         let attrs = self.member.shared.member_attrs().map_err(|e| Status::internal(e.to_string()))?;
-        let metrics = self.member.raft.metrics().borrow().clone();
+        let metrics = self.member.metrics();
         let membership = metrics.membership_config.membership();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
         let mut members = Vec::new();

@@ -45,7 +45,7 @@ impl Maintenance for MaintenanceService {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let member = &self.member;
-        let metrics = member.raft.metrics().borrow().clone();
+        let metrics = member.metrics();
         let is_learner = !metrics.membership_config.membership().voter_ids().any(|id| id == member.id);
         let db_size = member.shared.mvcc.engine().size_bytes() as i64;
         let mut errors = Vec::new();

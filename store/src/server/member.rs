@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::RaftMetrics;
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::ReadPolicy;
 use skiff_proto::etcdserverpb::ResponseHeader;
@@ -81,17 +83,22 @@ impl Member {
         }
     }
 
+    /// A copy of raft's current metrics.
+    pub fn metrics(&self) -> RaftMetrics<crate::raft::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
     pub fn raft_term(&self) -> u64 {
-        self.raft.metrics().borrow().current_term
+        self.raft.metrics().borrow_watched().current_term
     }
 
     /// The leader this member knows of, if any.
     pub fn current_leader(&self) -> Option<MemberId> {
-        self.raft.metrics().borrow().current_leader
+        self.raft.metrics().borrow_watched().current_leader
     }
 
     fn leader_node(&self, leader: MemberId) -> Option<MemberNode> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.metrics();
         metrics.membership_config.membership().get_node(&leader).cloned()
     }
 

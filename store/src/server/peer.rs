@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::member::{ForwardOutcome, Member};
 use crate::raft::codec::{decode, encode};
-use crate::raft::state_machine::SnapshotFile;
+use crate::raft::state_machine::{SnapshotFile, snapshot_name};
 use crate::raft::{Command, TypeConfig};
 
 /// Serves [`RaftPeer`] for one member.
@@ -63,7 +63,7 @@ impl RaftPeer for PeerService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let vote: VoteOf<TypeConfig> = decode(&first.vote).map_err(bad_payload)?;
         let meta: SnapshotMetaOf<TypeConfig> = decode(&first.meta).map_err(bad_payload)?;
-        let path = self.snapshot_dir.join(format!("{}.recv", meta.snapshot_id));
+        let path = self.snapshot_dir.join(format!("{}.recv", snapshot_name(&meta)));
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?);
         file.write_all(&first.data).map_err(|e| Status::internal(e.to_string()))?;
         while let Some(chunk) = stream.message().await? {
@@ -71,7 +71,7 @@ impl RaftPeer for PeerService {
         }
         let file = file.into_inner().map_err(|e| Status::internal(e.to_string()))?;
         file.sync_all().map_err(|e| Status::internal(e.to_string()))?;
-        tracing::info!(snapshot = %meta.snapshot_id, "received snapshot");
+        tracing::info!(snapshot = %snapshot_name(&meta), "received snapshot");
         let snapshot = SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot: SnapshotFile { path } };
         let result = self.member.raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string());
         reply(&result)

@@ -1,0 +1,610 @@
+//! `skiff up`: a local store cluster in the foreground.
+//!
+//! Spawns one `skiff-store` per member (`s1`, `s2`, ... with data in
+//! `DIR/sN` and output in `DIR/sN.log`), waits until every member reports
+//! the same leader, prints how to use it, and on Ctrl-C or SIGTERM stops
+//! every member with SIGTERM (SIGKILL after [`STOP_TIMEOUT`]). If a member
+//! exits on its own, the tail of its log is shown and the others are
+//! stopped.
+//!
+//! Ports follow etcd's local Procfile: s1 listens for clients on `BASE`,
+//! member N ≥ 2 on `BASE + N*10000` (2379, 22379, 32379), and each member
+//! for peers on the next port (2380, 22380, 32380).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use skiff_client::{Client, ClientOptions};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
+
+use crate::duration;
+
+/// How long a member may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often members are polled while starting and running.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Log lines shown when a member exits early.
+const LOG_TAIL_LINES: usize = 20;
+/// etcd's limit: more members make a slower cluster, not a safer one.
+const MAX_MEMBERS: u16 = 7;
+/// Member N ≥ 2 listens on `BASE + N * PORT_STRIDE` (2379, 22379, 32379).
+const PORT_STRIDE: u32 = 10_000;
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Directory for the members' data (DIR/s1, ...) and logs (DIR/s1.log, ...).
+    #[arg(long, value_name = "DIR", default_value = "./.skiff")]
+    pub data_dir: PathBuf,
+    /// Number of members.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_MEMBERS)))]
+    pub members: u16,
+    /// Client port of s1; member N ≥ 2 uses BASE + N*10000; peer ports are one more.
+    #[arg(long, value_name = "PORT", default_value_t = 2379)]
+    pub base_port: u16,
+    /// How long to wait for the members to elect a leader.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse)]
+    pub wait_timeout: Duration,
+    /// The skiff-store binary (default: next to skiff, else in PATH).
+    #[arg(long, value_name = "PATH", env = "SKIFF_STORE_BIN")]
+    pub store_bin: Option<PathBuf>,
+}
+
+/// One member to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberPlan {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+impl MemberPlan {
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+}
+
+/// The members, their ports and paths.
+pub fn plan(data_dir: &Path, members: u16, base_port: u16) -> anyhow::Result<Vec<MemberPlan>> {
+    if members == 0 || members > MAX_MEMBERS {
+        bail!("--members must be from 1 to {MAX_MEMBERS}");
+    }
+    (0..u32::from(members))
+        .map(|i| {
+            // Member numbers start at 1; s1 sits on the base port itself.
+            let offset = if i == 0 { 0 } else { (i + 1) * PORT_STRIDE };
+            let client = u32::from(base_port) + offset;
+            let (Ok(client_port), Ok(peer_port)) =
+                (u16::try_from(client), u16::try_from(client + 1))
+            else {
+                bail!(
+                    "--base-port {base_port} with {members} members needs port {}, above 65535; \
+                     choose a lower --base-port or fewer members",
+                    client + 1
+                );
+            };
+            let name = format!("s{}", i + 1);
+            Ok(MemberPlan {
+                data_dir: data_dir.join(&name),
+                log: data_dir.join(format!("{name}.log")),
+                name,
+                client_port,
+                peer_port,
+            })
+        })
+        .collect()
+}
+
+/// The `skiff-store` flags for member `i` (etcd's flags).
+pub fn store_args(plan: &[MemberPlan], i: usize) -> Vec<String> {
+    let m = &plan[i];
+    let initial_cluster = plan
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        "--name".into(),
+        m.name.clone(),
+        "--data-dir".into(),
+        m.data_dir.display().to_string(),
+        "--listen-client-urls".into(),
+        m.client_url(),
+        "--advertise-client-urls".into(),
+        m.client_url(),
+        "--listen-peer-urls".into(),
+        m.peer_url(),
+        "--initial-advertise-peer-urls".into(),
+        m.peer_url(),
+        "--initial-cluster".into(),
+        initial_cluster,
+        // skiff-store ignores the initial-cluster flags when its data dir
+        // already holds a cluster, so a restart reuses the data.
+        "--initial-cluster-state".into(),
+        "new".into(),
+    ]
+}
+
+/// `skiff-store` next to the running `skiff`, else in PATH.
+fn find_store_binary() -> anyhow::Result<PathBuf> {
+    const NAME: &str = "skiff-store";
+    let exe = std::env::current_exe().context("find the running skiff executable")?;
+    if let Some(dir) = exe.parent() {
+        let candidate = dir.join(NAME);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(NAME);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!(
+        "cannot find {NAME} next to {} or in PATH; build it with `cargo build -p skiff-store` \
+         or pass --store-bin",
+        exe.display()
+    )
+}
+
+/// A started member.
+struct Running {
+    plan: MemberPlan,
+    child: Child,
+    /// Where this run's output starts in the (appended) log.
+    log_start: u64,
+    exited: Option<ExitStatus>,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let plan = plan(&args.data_dir, args.members, args.base_port)?;
+    let bin = match &args.store_bin {
+        Some(bin) => bin.clone(),
+        None => find_store_binary()?,
+    };
+    for m in &plan {
+        for (port, what) in [(m.client_port, "client"), (m.peer_port, "peer")] {
+            if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
+                bail!(
+                    "{}'s {what} port {port} is not free ({e}); is a cluster already running? \
+                     Stop it or choose other ports with --base-port",
+                    m.name
+                );
+            }
+        }
+    }
+    fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("create {}", args.data_dir.display()))?;
+
+    // Listen before spawning, so a signal during startup stops the members.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+
+    let mut members = Vec::new();
+    for i in 0..plan.len() {
+        match spawn(&bin, &plan, i) {
+            Ok(m) => members.push(m),
+            Err(e) => {
+                stop_all(&mut members).await;
+                return Err(e);
+            }
+        }
+    }
+    eprintln!(
+        "started {} member(s) of {}; waiting up to {} for a leader",
+        members.len(),
+        bin.display(),
+        duration::format_go(args.wait_timeout)
+    );
+
+    let ready = tokio::select! {
+        r = wait_until_ready(&mut members, args.wait_timeout) => Some(r),
+        _ = interrupt.recv() => None,
+        _ = terminate.recv() => None,
+    };
+    let leader = match ready {
+        Some(Ok(leader)) => leader,
+        Some(Err(e)) => {
+            stop_all(&mut members).await;
+            return Err(e);
+        }
+        None => {
+            eprintln!("interrupted while starting");
+            stop_all(&mut members).await;
+            return Ok(());
+        }
+    };
+    print_ready(&members, &leader, &args.data_dir);
+
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    let outcome = loop {
+        tokio::select! {
+            _ = interrupt.recv() => break Ok(()),
+            _ = terminate.recv() => break Ok(()),
+            _ = poll.tick() => {
+                if let Some(i) = first_exited(&mut members) {
+                    break Err(report_exit(&members[i]));
+                }
+            }
+        }
+    };
+    stop_all(&mut members).await;
+    outcome
+}
+
+fn spawn(bin: &Path, plan: &[MemberPlan], i: usize) -> anyhow::Result<Running> {
+    let m = &plan[i];
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&m.log)
+        .with_context(|| format!("open {}", m.log.display()))?;
+    let log_start = log.metadata().map(|md| md.len()).unwrap_or(0);
+    let mut command = Command::new(bin);
+    command
+        .args(store_args(plan, i))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("duplicate the log file handle")?)
+        .stderr(log)
+        // Its own process group: Ctrl-C reaches `skiff up`, which stops the
+        // members in order, not every member at once.
+        .process_group(0)
+        .kill_on_drop(true);
+    die_with_parent(&mut command);
+    let child = command
+        .spawn()
+        .with_context(|| format!("start {} ({})", m.name, bin.display()))?;
+    Ok(Running {
+        plan: m.clone(),
+        child,
+        log_start,
+        exited: None,
+    })
+}
+
+/// Asks Linux to send SIGTERM to the member if `skiff up` dies without
+/// stopping it (e.g. SIGKILL), so no orphan keeps the ports.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // the async-signal-safe prctl system call.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+/// Sends `signal` to a process.
+#[allow(unsafe_code)]
+fn send_signal(pid: u32, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is a child
+    // this process spawned and has not reaped yet.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// The index of a member that has exited, recording its status.
+fn first_exited(members: &mut [Running]) -> Option<usize> {
+    for (i, m) in members.iter_mut().enumerate() {
+        if m.exited.is_none()
+            && let Ok(Some(status)) = m.child.try_wait()
+        {
+            m.exited = Some(status);
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Prints the tail of an exited member's log; returns the error to exit with.
+fn report_exit(m: &Running) -> anyhow::Error {
+    let status = m
+        .exited
+        .map_or_else(|| "unknown status".to_string(), |s| s.to_string());
+    eprintln!(
+        "member {} exited early ({status}); last lines of {}:",
+        m.plan.name,
+        m.plan.log.display()
+    );
+    match log_tail(&m.plan.log, m.log_start, LOG_TAIL_LINES) {
+        Ok(lines) if lines.is_empty() => eprintln!("  (the log is empty)"),
+        Ok(lines) => lines.iter().for_each(|l| eprintln!("  {l}")),
+        Err(e) => eprintln!("  (cannot read the log: {e})"),
+    }
+    anyhow::anyhow!(
+        "member {} exited ({status}); stopped the other members",
+        m.plan.name
+    )
+}
+
+/// The last `n` lines written to `path` since offset `start`.
+fn log_tail(path: &Path, start: u64, n: usize) -> io::Result<Vec<String>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(tail_lines(&String::from_utf8_lossy(&bytes), n))
+}
+
+fn tail_lines(text: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// What one member said the last time it was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Probe {
+    Starting,
+    NoLeader,
+    Leader(u64),
+}
+
+/// Polls Maintenance.Status on every member until all report one leader;
+/// returns the leader's name.
+async fn wait_until_ready(members: &mut [Running], timeout: Duration) -> anyhow::Result<String> {
+    let probe_options = ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(1),
+    };
+    let endpoints: Vec<String> = members.iter().map(|m| m.plan.endpoint()).collect();
+    let client = Client::connect(&endpoints, probe_options).await?;
+    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let tty = io::stderr().is_terminal();
+    let mut names: HashMap<u64, String> = HashMap::new();
+    let mut last_line = String::new();
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    loop {
+        poll.tick().await;
+        if let Some(i) = first_exited(members) {
+            if tty {
+                eprintln!();
+            }
+            return Err(report_exit(&members[i]));
+        }
+        let answers =
+            futures_util::future::join_all(endpoints.iter().map(|ep| client.status(ep))).await;
+        let probes: Vec<Probe> = answers
+            .into_iter()
+            .zip(members.iter())
+            .map(|(answer, m)| match answer {
+                Ok(status) => {
+                    if let Some(h) = &status.header {
+                        names.insert(h.member_id, m.plan.name.clone());
+                    }
+                    if status.leader == 0 {
+                        Probe::NoLeader
+                    } else {
+                        Probe::Leader(status.leader)
+                    }
+                }
+                Err(_) => Probe::Starting,
+            })
+            .collect();
+        let leader_name = |id: &u64| names.get(id).cloned().unwrap_or_else(|| format!("{id:x}"));
+        if let Some(Probe::Leader(id)) = probes.first()
+            && probes.iter().all(|p| *p == Probe::Leader(*id))
+        {
+            if tty {
+                eprintln!();
+            }
+            return Ok(leader_name(id));
+        }
+        let line = members
+            .iter()
+            .zip(&probes)
+            .map(|(m, p)| {
+                let state = match p {
+                    Probe::Starting => "starting".to_string(),
+                    Probe::NoLeader => "no leader".to_string(),
+                    Probe::Leader(id) => format!("leader {}", leader_name(id)),
+                };
+                format!("{}: {state}", m.plan.name)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let elapsed = started.elapsed().as_secs();
+        if tty {
+            eprint!("\r\x1b[2K  [{elapsed:>2}s] {line}");
+        } else if line != last_line {
+            eprintln!("  [{elapsed:>2}s] {line}");
+        }
+        last_line = line;
+        if Instant::now() >= deadline {
+            if tty {
+                eprintln!();
+            }
+            let logs = members
+                .iter()
+                .map(|m| m.plan.log.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            bail!(
+                "the members did not agree on a leader within {} ({last_line}); see {logs}",
+                duration::format_go(timeout)
+            );
+        }
+    }
+}
+
+fn print_ready(members: &[Running], leader: &str, data_dir: &Path) {
+    let endpoints: Vec<String> = members.iter().map(|m| m.plan.endpoint()).collect();
+    let endpoints = endpoints.join(",");
+    let mut out = io::stdout().lock();
+    let mut text = format!(
+        "skiff store is up: {} member(s), leader {leader}\n\n",
+        members.len()
+    );
+    text.push_str("  NAME  CLIENT URL               PEER URL                 LOG\n");
+    for m in members {
+        text.push_str(&format!(
+            "  {:<4}  {:<23}  {:<23}  {}\n",
+            m.plan.name,
+            m.plan.client_url(),
+            m.plan.peer_url(),
+            m.plan.log.display()
+        ));
+    }
+    text.push_str(&format!(
+        "\nData is in {}; the next `skiff up` with the same --data-dir reuses it.\n\n",
+        data_dir.display()
+    ));
+    text.push_str(&format!("Try:\n  export SKIFF_ENDPOINTS={endpoints}\n"));
+    text.push_str("  skiff kv put hello world\n  skiff kv get hello\n");
+    text.push_str(&format!("  etcdctl --endpoints={endpoints} get hello\n"));
+    text.push_str("  skiff endpoint status --cluster -w table\n\n");
+    text.push_str("Press Ctrl-C to stop every member.\n");
+    // Nothing to do if stdout is gone; the cluster keeps running.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// SIGTERM to every running member, then wait; SIGKILL whoever is still
+/// running after [`STOP_TIMEOUT`].
+async fn stop_all(members: &mut [Running]) {
+    let running: Vec<&str> = members
+        .iter()
+        .filter(|m| m.exited.is_none())
+        .map(|m| m.plan.name.as_str())
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    eprintln!("stopping {}", running.join(", "));
+    for m in members.iter().filter(|m| m.exited.is_none()) {
+        if let Some(pid) = m.child.id() {
+            send_signal(pid, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    for m in members.iter_mut().filter(|m| m.exited.is_none()) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, m.child.wait()).await {
+            Ok(Ok(status)) => m.exited = Some(status),
+            Ok(Err(e)) => eprintln!("wait for {}: {e}", m.plan.name),
+            Err(_) => {
+                eprintln!(
+                    "{} did not stop within {}; killing it",
+                    m.plan.name,
+                    duration::format_go(STOP_TIMEOUT)
+                );
+                let _ = m.child.start_kill();
+                m.exited = m.child.wait().await.ok();
+            }
+        }
+    }
+    eprintln!("stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_plan_uses_etcds_procfile_ports() {
+        let p = plan(Path::new(".skiff"), 3, 2379).unwrap();
+        let names: Vec<&str> = p.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["s1", "s2", "s3"]);
+        let clients: Vec<u16> = p.iter().map(|m| m.client_port).collect();
+        let peers: Vec<u16> = p.iter().map(|m| m.peer_port).collect();
+        assert_eq!(clients, [2379, 22379, 32379]);
+        assert_eq!(peers, [2380, 22380, 32380]);
+        assert_eq!(p[1].data_dir, Path::new(".skiff/s2"));
+        assert_eq!(p[2].log, Path::new(".skiff/s3.log"));
+        assert_eq!(p[0].endpoint(), "127.0.0.1:2379");
+    }
+
+    #[test]
+    fn ports_derive_from_base_and_must_fit() {
+        let p = plan(Path::new("d"), 5, 3000).unwrap();
+        let clients: Vec<u16> = p.iter().map(|m| m.client_port).collect();
+        assert_eq!(clients, [3000, 23000, 33000, 43000, 53000]);
+        assert_eq!(p[4].peer_port, 53001);
+        assert_eq!(plan(Path::new("d"), 6, 2379).unwrap()[5].client_port, 62379);
+        let err = plan(Path::new("d"), 7, 2379).unwrap_err().to_string();
+        assert!(err.contains("above 65535"), "{err}");
+        assert!(plan(Path::new("d"), 0, 2379).is_err());
+        assert!(plan(Path::new("d"), 8, 1000).is_err());
+        assert!(plan(Path::new("d"), 1, 65535).is_err());
+        assert_eq!(plan(Path::new("d"), 1, 65534).unwrap()[0].peer_port, 65535);
+    }
+
+    #[test]
+    fn store_flags_mirror_etcd() {
+        let p = plan(Path::new("/tmp/x"), 3, 2379).unwrap();
+        let args = store_args(&p, 1);
+        let flag = |name: &str| {
+            let i = args
+                .iter()
+                .position(|a| a == name)
+                .unwrap_or_else(|| panic!("{name}"));
+            args[i + 1].clone()
+        };
+        assert_eq!(flag("--name"), "s2");
+        assert_eq!(flag("--data-dir"), "/tmp/x/s2");
+        assert_eq!(flag("--listen-client-urls"), "http://127.0.0.1:22379");
+        assert_eq!(flag("--advertise-client-urls"), "http://127.0.0.1:22379");
+        assert_eq!(flag("--listen-peer-urls"), "http://127.0.0.1:22380");
+        assert_eq!(
+            flag("--initial-advertise-peer-urls"),
+            "http://127.0.0.1:22380"
+        );
+        assert_eq!(
+            flag("--initial-cluster"),
+            "s1=http://127.0.0.1:2380,s2=http://127.0.0.1:22380,s3=http://127.0.0.1:32380"
+        );
+        assert_eq!(flag("--initial-cluster-state"), "new");
+    }
+
+    #[test]
+    fn tails() {
+        assert_eq!(tail_lines("a\nb\nc\n", 2), ["b", "c"]);
+        assert_eq!(tail_lines("a\nb", 5), ["a", "b"]);
+        assert!(tail_lines("", 3).is_empty());
+    }
+
+    #[test]
+    fn log_tail_reads_only_this_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s1.log");
+        fs::write(&path, "old run\n").unwrap();
+        let start = fs::metadata(&path).unwrap().len();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        writeln!(f, "new 1\nnew 2").unwrap();
+        assert_eq!(log_tail(&path, start, 10).unwrap(), ["new 1", "new 2"]);
+    }
+}

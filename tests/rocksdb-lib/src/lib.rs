@@ -1,0 +1,1 @@
+//! Nothing here: this package exists to compile librocksdb-sys.

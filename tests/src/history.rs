@@ -1,0 +1,431 @@
+//! Histories of client operations and a linearizability checker for them.
+//!
+//! Clients record each operation's invoke and return time ([`History`]);
+//! [`check_registers`] then decides whether some order of the operations,
+//! consistent with real time, explains every result when each key is a
+//! register (puts set it, gets read it). Keys are independent, so each key's
+//! history is checked on its own.
+//!
+//! An operation whose outcome is unknown (a put that timed out or failed with
+//! anything but a refusal) has no return time: it may take effect at any time
+//! after its invocation, or never. A get that failed tells nothing and is not
+//! recorded.
+//!
+//! The search is Wing & Gong's with memoisation (as in Knossos and porcupine):
+//! the next operation to linearize can be any pending one invoked before the
+//! earliest return among the pending ones; a (set of linearized operations,
+//! register value) already explored is not explored again.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What an operation did.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Put `value`; values are unique per history so that reads identify them.
+    Put { value: String },
+    /// A read that returned `value` (`None`: the key was absent).
+    Get { value: Option<String> },
+}
+
+/// One client operation on one key.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub client: usize,
+    pub key: String,
+    pub action: Action,
+    /// Since the history began.
+    pub invoked: Duration,
+    /// `None` when the outcome is unknown.
+    pub returned: Option<Duration>,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let end = self
+            .returned
+            .map_or_else(|| "unknown".to_string(), |r| format!("{:>9.3}ms", ms(r)));
+        let what = match &self.action {
+            Action::Put { value } => format!("put {value}"),
+            Action::Get { value: Some(value) } => format!("get -> {value}"),
+            Action::Get { value: None } => "get -> (absent)".to_string(),
+        };
+        write!(
+            f,
+            "[{:>9.3}ms .. {end}] client {} {} {what}",
+            ms(self.invoked),
+            self.client,
+            self.key
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A shared, append-only record of operations.
+#[derive(Debug)]
+pub struct History {
+    began: Instant,
+    operations: Mutex<Vec<Operation>>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            began: Instant::now(),
+            operations: Mutex::default(),
+        }
+    }
+}
+
+impl History {
+    /// The current time on this history's clock: take it just before invoking.
+    pub fn now(&self) -> Duration {
+        self.began.elapsed()
+    }
+
+    /// Records an operation invoked at `invoked` that returned just now.
+    pub fn returned(&self, client: usize, key: &str, action: Action, invoked: Duration) {
+        let returned = Some(self.now());
+        self.push(Operation {
+            client,
+            key: key.to_string(),
+            action,
+            invoked,
+            returned,
+        });
+    }
+
+    /// Records a put invoked at `invoked` whose outcome is unknown.
+    pub fn unknown_put(&self, client: usize, key: &str, value: &str, invoked: Duration) {
+        let action = Action::Put {
+            value: value.to_string(),
+        };
+        self.push(Operation {
+            client,
+            key: key.to_string(),
+            action,
+            invoked,
+            returned: None,
+        });
+    }
+
+    fn push(&self, operation: Operation) {
+        self.operations
+            .lock()
+            .expect("history lock")
+            .push(operation);
+    }
+
+    /// Every operation recorded so far.
+    pub fn operations(&self) -> Vec<Operation> {
+        self.operations.lock().expect("history lock").clone()
+    }
+
+    /// Number of operations recorded so far.
+    pub fn len(&self) -> usize {
+        self.operations.lock().expect("history lock").len()
+    }
+
+    /// Whether nothing was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a key's history is not linearizable.
+#[derive(Debug)]
+pub struct Violation {
+    pub key: String,
+    /// The key's operations in invocation order.
+    pub operations: Vec<Operation>,
+    /// The longest prefix of a linear order the search found.
+    pub longest_prefix: Vec<Operation>,
+    /// The search gave up (too many steps) rather than proving a violation.
+    pub inconclusive: bool,
+}
+
+impl fmt::Display for Violation {
+    /// The end of the longest linear prefix and the operations it could not
+    /// extend with: where to look. The whole history is in `operations`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 12;
+        if self.inconclusive {
+            writeln!(
+                f,
+                "the check of key {:?} gave up after {SEARCH_BUDGET} steps",
+                self.key
+            )?;
+        } else {
+            writeln!(f, "the history of key {:?} is not linearizable", self.key)?;
+        }
+        let prefix = &self.longest_prefix;
+        writeln!(
+            f,
+            "longest linear order found: {} of {} operations; its last {}:",
+            prefix.len(),
+            self.operations.len(),
+            prefix.len().min(SHOWN)
+        )?;
+        for op in &prefix[prefix.len().saturating_sub(SHOWN)..] {
+            writeln!(f, "  {op}")?;
+        }
+        let in_prefix = |op: &Operation| {
+            prefix
+                .iter()
+                .any(|p| p.client == op.client && p.invoked == op.invoked)
+        };
+        writeln!(f, "first operations left out of it, by invocation:")?;
+        for op in self
+            .operations
+            .iter()
+            .filter(|op| !in_prefix(op))
+            .take(SHOWN)
+        {
+            writeln!(f, "  {op}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks every key's history against a register that starts absent.
+pub fn check_registers(operations: &[Operation]) -> Result<(), Vec<Violation>> {
+    let mut by_key: BTreeMap<&str, Vec<Operation>> = BTreeMap::new();
+    for op in operations {
+        by_key.entry(&op.key).or_default().push(op.clone());
+    }
+    let violations: Vec<Violation> = by_key
+        .into_iter()
+        .filter_map(|(key, ops)| check_register(key, ops).err())
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(violations)
+    }
+}
+
+/// Checks one key's history against a register that starts absent.
+pub fn check_register(key: &str, mut operations: Vec<Operation>) -> Result<(), Violation> {
+    operations.sort_by_key(|op| op.invoked);
+    // A put of unknown outcome whose value nobody read may as well never have
+    // happened (values are unique): leave it out of the search.
+    let read: HashSet<String> = operations
+        .iter()
+        .filter_map(|op| match &op.action {
+            Action::Get { value } => value.clone(),
+            Action::Put { .. } => None,
+        })
+        .collect();
+    let searched: Vec<Operation> = operations
+        .iter()
+        .filter(|op| match &op.action {
+            Action::Put { value } => op.returned.is_some() || read.contains(value),
+            Action::Get { .. } => true,
+        })
+        .cloned()
+        .collect();
+    let mut search = Search {
+        ops: &searched,
+        linearized: vec![false; searched.len()],
+        order: Vec::new(),
+        longest: Vec::new(),
+        seen: HashSet::new(),
+        budget: SEARCH_BUDGET,
+    };
+    if search.explore(None) {
+        Ok(())
+    } else {
+        Err(Violation {
+            key: key.to_string(),
+            longest_prefix: search
+                .longest
+                .iter()
+                .map(|&i| searched[i].clone())
+                .collect(),
+            inconclusive: search.budget == 0,
+            operations,
+        })
+    }
+}
+
+/// Most search steps spent on one key before giving up as inconclusive.
+const SEARCH_BUDGET: u64 = 10_000_000;
+
+struct Search<'a> {
+    ops: &'a [Operation],
+    linearized: Vec<bool>,
+    order: Vec<usize>,
+    longest: Vec<usize>,
+    seen: HashSet<(Vec<bool>, Option<String>)>,
+    budget: u64,
+}
+
+impl Search<'_> {
+    /// Whether the pending operations can be linearized from `state`.
+    fn explore(&mut self, state: Option<&str>) -> bool {
+        if self.order.len() > self.longest.len() {
+            self.longest = self.order.clone();
+        }
+        if self.order.len() == self.ops.len() {
+            return true;
+        }
+        if self.budget == 0
+            || !self
+                .seen
+                .insert((self.linearized.clone(), state.map(str::to_string)))
+        {
+            return false;
+        }
+        self.budget -= 1;
+        // A pending operation can go next only if it was invoked before every
+        // pending operation returned.
+        let earliest_return = (0..self.ops.len())
+            .filter(|&i| !self.linearized[i])
+            .filter_map(|i| self.ops[i].returned)
+            .min()
+            .unwrap_or(Duration::MAX);
+        for i in 0..self.ops.len() {
+            if self.linearized[i] {
+                continue;
+            }
+            if self.ops[i].invoked > earliest_return {
+                break; // sorted by invocation: no later one qualifies either
+            }
+            let next = match &self.ops[i].action {
+                Action::Put { value } => Some(value.as_str()),
+                Action::Get { value } if value.as_deref() == state => state,
+                Action::Get { .. } => continue,
+            };
+            self.linearized[i] = true;
+            self.order.push(i);
+            if self.explore(next) {
+                return true;
+            }
+            self.order.pop();
+            self.linearized[i] = false;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(client: usize, action: Action, invoked_ms: u64, returned_ms: Option<u64>) -> Operation {
+        Operation {
+            client,
+            key: "k".to_string(),
+            action,
+            invoked: Duration::from_millis(invoked_ms),
+            returned: returned_ms.map(Duration::from_millis),
+        }
+    }
+
+    fn put(value: &str) -> Action {
+        Action::Put {
+            value: value.to_string(),
+        }
+    }
+
+    fn get(value: Option<&str>) -> Action {
+        Action::Get {
+            value: value.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn sequential_history_is_linearizable() {
+        let ops = vec![
+            op(0, get(None), 0, Some(1)),
+            op(0, put("a"), 2, Some(3)),
+            op(1, get(Some("a")), 4, Some(5)),
+            op(1, put("b"), 6, Some(7)),
+            op(0, get(Some("b")), 8, Some(9)),
+        ];
+        check_registers(&ops).expect("linearizable");
+    }
+
+    #[test]
+    fn stale_read_after_acknowledged_write_is_a_violation() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, put("b"), 2, Some(3)),
+            // Invoked after "b" was acknowledged, yet returns "a".
+            op(1, get(Some("a")), 4, Some(5)),
+        ];
+        let violations = check_registers(&ops).expect_err("a stale read");
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].longest_prefix.len(), 2);
+    }
+
+    #[test]
+    fn concurrent_operations_may_take_effect_in_either_order() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(10)),
+            op(1, get(Some("a")), 1, Some(2)),
+            op(2, get(None), 3, Some(4)),
+        ];
+        // The get of "a" and the later get of nothing cannot both be right:
+        // once "a" was read, the register is never absent again.
+        assert!(check_registers(&ops).is_err());
+        let ops = vec![
+            op(0, put("a"), 0, Some(10)),
+            op(1, get(None), 1, Some(2)),
+            op(2, get(Some("a")), 3, Some(4)),
+        ];
+        check_registers(&ops).expect("the put takes effect between the two gets");
+    }
+
+    #[test]
+    fn unknown_put_may_take_effect_late_or_never() {
+        let late = vec![
+            op(0, put("a"), 0, None),
+            op(1, get(None), 5, Some(6)),
+            op(1, get(Some("a")), 7, Some(8)),
+        ];
+        check_registers(&late).expect("an unknown put may take effect late");
+        let never = vec![op(0, put("a"), 0, None), op(1, get(None), 5, Some(6))];
+        check_registers(&never).expect("an unknown put may never take effect");
+        let read_before_invoke = vec![op(1, get(Some("a")), 0, Some(1)), op(0, put("a"), 5, None)];
+        assert!(
+            check_registers(&read_before_invoke).is_err(),
+            "a value read before its put was invoked"
+        );
+    }
+
+    #[test]
+    fn lost_acknowledged_write_is_a_violation() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, put("b"), 2, Some(3)),
+            op(1, get(Some("b")), 4, Some(5)),
+            op(1, get(Some("a")), 6, Some(7)),
+        ];
+        assert!(
+            check_registers(&ops).is_err(),
+            "the register went back to an overwritten value"
+        );
+    }
+
+    #[test]
+    fn keys_are_checked_independently() {
+        let mut ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, get(Some("a")), 2, Some(3)),
+        ];
+        let mut other = op(2, get(Some("a")), 2, Some(3));
+        other.key = "other".to_string();
+        ops.push(other);
+        let violations = check_registers(&ops).expect_err("key other never had a put");
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].key, "other");
+    }
+}
