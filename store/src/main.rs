@@ -58,7 +58,7 @@ struct Args {
     heartbeat_interval_ms: u64,
 
     /// Time a follower waits without a heartbeat before it campaigns, in
-    /// milliseconds (randomised up to twice this).
+    /// milliseconds (a follower campaigns after 1.25 to 1.5 times this).
     #[arg(long = "election-timeout", default_value_t = 1000, env = "SKIFF_ELECTION_TIMEOUT")]
     election_timeout_ms: u64,
 

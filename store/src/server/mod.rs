@@ -172,8 +172,12 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
     let raft_config = Config {
         cluster_name: format!("skiff-{cluster_id:016x}"),
         heartbeat_interval: timing.heartbeat_interval.as_millis() as u64,
-        election_timeout_min: election_ms,
-        election_timeout_max: election_ms * 2,
+        // openraft lets a follower campaign only after a leader lease (the
+        // maximum below) AND its own randomised timeout have passed since the
+        // last heartbeat. These values make that 1.25 to 1.5 election
+        // timeouts, close to etcd's 1 to 2.
+        election_timeout_min: election_ms / 2,
+        election_timeout_max: election_ms * 3 / 4,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),
         max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
         ..Default::default()
