@@ -20,26 +20,26 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 mod tests {
     use super::*;
     use crate::raft::types::{Command, MemberNode, TypeConfig};
-    use openraft::alias::{EntryOf, LogIdOf, VoteOf};
+    use openraft::alias::{EntryOf, VoteOf};
     use openraft::entry::RaftEntry;
-    use openraft::vote::RaftLeaderIdExt;
+    use openraft::testing::log_id;
     use openraft::{EntryPayload, Membership};
     use std::collections::BTreeMap;
 
     #[test]
     fn entries_and_votes_round_trip() {
-        let log_id = LogIdOf::<TypeConfig>::new_term_index(3, 7);
-        let normal: EntryOf<TypeConfig> =
-            EntryOf::<TypeConfig>::new(log_id, EntryPayload::Normal(Command::Put(vec![1, 2, 3])));
+        let id = log_id::<TypeConfig>(3, 2, 7);
+        let normal = EntryOf::<TypeConfig>::new(id, EntryPayload::Normal(Command::Put(vec![1, 2, 3])));
         assert_eq!(decode::<EntryOf<TypeConfig>>(&encode(&normal).unwrap()).unwrap(), normal);
 
         let nodes = BTreeMap::from([(1u64, MemberNode { name: "s1".into(), peer_urls: vec!["http://a".into()] })]);
-        let membership = Membership::<TypeConfig>::new_with_defaults(vec![[1u64].into()], nodes);
-        let member_entry = EntryOf::<TypeConfig>::new(log_id, EntryPayload::Membership(membership));
+        let membership = Membership::<u64, MemberNode>::new(vec![[1u64].into()], nodes).unwrap();
+        let member_entry = EntryOf::<TypeConfig>::new(id, EntryPayload::Membership(membership));
         assert_eq!(decode::<EntryOf<TypeConfig>>(&encode(&member_entry).unwrap()).unwrap(), member_entry);
 
         let vote = VoteOf::<TypeConfig>::new(4, 2);
         assert_eq!(decode::<VoteOf<TypeConfig>>(&encode(&vote).unwrap()).unwrap(), vote);
-        let _ = openraft::alias::LeaderIdOf::<TypeConfig>::new_with_default_term(1);
+        let committed = VoteOf::<TypeConfig>::new_committed(4, 2);
+        assert_eq!(decode::<VoteOf<TypeConfig>>(&encode(&committed).unwrap()).unwrap(), committed);
     }
 }
