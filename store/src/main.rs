@@ -13,7 +13,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "skiff-store", version, about = "One member of skiff's replicated, etcd-compatible key-value store")]
+#[command(
+    name = "skiff-store",
+    version,
+    about = "One member of skiff's replicated, etcd-compatible key-value store"
+)]
 struct Args {
     /// Human-readable name of this member.
     #[arg(long, default_value = "default", env = "SKIFF_NAME")]
@@ -24,7 +28,11 @@ struct Args {
     data_dir: Option<PathBuf>,
 
     /// URLs to listen on for client traffic, comma-separated.
-    #[arg(long, default_value = "http://127.0.0.1:2379", env = "SKIFF_LISTEN_CLIENT_URLS")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:2379",
+        env = "SKIFF_LISTEN_CLIENT_URLS"
+    )]
     listen_client_urls: String,
 
     /// Client URLs advertised to the cluster and to clients (default: the listen URLs).
@@ -32,7 +40,11 @@ struct Args {
     advertise_client_urls: Option<String>,
 
     /// URL to listen on for peer (raft) traffic.
-    #[arg(long, default_value = "http://127.0.0.1:2380", env = "SKIFF_LISTEN_PEER_URLS")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:2380",
+        env = "SKIFF_LISTEN_PEER_URLS"
+    )]
     listen_peer_urls: String,
 
     /// Peer URLs advertised to the other members (default: the listen URL).
@@ -46,24 +58,45 @@ struct Args {
 
     /// `new` bootstraps a cluster; `existing` joins one. Ignored when the data
     /// dir already holds a member.
-    #[arg(long, value_enum, default_value = "new", env = "SKIFF_INITIAL_CLUSTER_STATE")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "new",
+        env = "SKIFF_INITIAL_CLUSTER_STATE"
+    )]
     initial_cluster_state: ClusterState,
 
     /// Token that keeps the member ids of different clusters apart.
-    #[arg(long, default_value = "skiff-cluster", env = "SKIFF_INITIAL_CLUSTER_TOKEN")]
+    #[arg(
+        long,
+        default_value = "skiff-cluster",
+        env = "SKIFF_INITIAL_CLUSTER_TOKEN"
+    )]
     initial_cluster_token: String,
 
     /// Time between leader heartbeats, in milliseconds.
-    #[arg(long = "heartbeat-interval", default_value_t = 100, env = "SKIFF_HEARTBEAT_INTERVAL")]
+    #[arg(
+        long = "heartbeat-interval",
+        default_value_t = 100,
+        env = "SKIFF_HEARTBEAT_INTERVAL"
+    )]
     heartbeat_interval_ms: u64,
 
     /// Time a follower waits without a heartbeat before it campaigns, in
     /// milliseconds (a follower campaigns after 1.25 to 1.5 times this).
-    #[arg(long = "election-timeout", default_value_t = 1000, env = "SKIFF_ELECTION_TIMEOUT")]
+    #[arg(
+        long = "election-timeout",
+        default_value_t = 1000,
+        env = "SKIFF_ELECTION_TIMEOUT"
+    )]
     election_timeout_ms: u64,
 
     /// Time a client request may take before it fails, in milliseconds.
-    #[arg(long = "request-timeout", default_value_t = 5000, env = "SKIFF_REQUEST_TIMEOUT")]
+    #[arg(
+        long = "request-timeout",
+        default_value_t = 5000,
+        env = "SKIFF_REQUEST_TIMEOUT"
+    )]
     request_timeout_ms: u64,
 
     /// Log format: text or json. Filter with RUST_LOG (default: info).
@@ -72,7 +105,11 @@ struct Args {
 }
 
 fn split(list: &str) -> Vec<String> {
-    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// `http://host:port` (or `host:port`) to a socket address.
@@ -117,21 +154,31 @@ impl Args {
             .map(|u| listen_addr(u, "--listen-client-urls"))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let listen_peer = listen_addr(&self.listen_peer_urls, "--listen-peer-urls")?;
-        let advertise_client_urls = self.advertise_client_urls.as_deref().map_or(listen_client_urls, split);
-        let initial_advertise_peer_urls =
-            split(self.initial_advertise_peer_urls.as_deref().unwrap_or(&self.listen_peer_urls));
+        let advertise_client_urls = self
+            .advertise_client_urls
+            .as_deref()
+            .map_or(listen_client_urls, split);
+        let initial_advertise_peer_urls = split(
+            self.initial_advertise_peer_urls
+                .as_deref()
+                .unwrap_or(&self.listen_peer_urls),
+        );
         let initial_cluster = match &self.initial_cluster {
             Some(list) => parse_initial_cluster(list)?,
             None => vec![(self.name.clone(), initial_advertise_peer_urls.clone())],
         };
-        if self.heartbeat_interval_ms == 0 || self.election_timeout_ms < 5 * self.heartbeat_interval_ms {
+        if self.heartbeat_interval_ms == 0
+            || self.election_timeout_ms < 5 * self.heartbeat_interval_ms
+        {
             bail!(
                 "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
                 self.election_timeout_ms,
                 self.heartbeat_interval_ms
             );
         }
-        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.skiff", self.name)));
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(format!("{}.skiff", self.name)));
         let config = MemberConfig {
             name: self.name,
             data_dir,
@@ -155,7 +202,9 @@ impl Args {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -173,7 +222,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_logging(&log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("Error: start the async runtime: {e}");

@@ -35,7 +35,14 @@ pub enum Cf {
 
 impl Cf {
     /// Every column family, in a fixed order.
-    pub const ALL: [Cf; 6] = [Cf::RaftMeta, Cf::RaftLog, Cf::SmMeta, Cf::Kv, Cf::Rev, Cf::Lease];
+    pub const ALL: [Cf; 6] = [
+        Cf::RaftMeta,
+        Cf::RaftLog,
+        Cf::SmMeta,
+        Cf::Kv,
+        Cf::Rev,
+        Cf::Lease,
+    ];
 
     /// The column families that make up the state machine (what a raft
     /// snapshot carries).
@@ -67,10 +74,21 @@ pub enum Durability {
 /// One operation of a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
-    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
-    Delete { cf: Cf, key: Vec<u8> },
+    Put {
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: Cf,
+        key: Vec<u8>,
+    },
     /// Deletes every key in `[start, end)`.
-    DeleteRange { cf: Cf, start: Vec<u8>, end: Vec<u8> },
+    DeleteRange {
+        cf: Cf,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
 }
 
 /// Writes that become visible together, atomically, or not at all.
@@ -85,15 +103,26 @@ impl WriteBatch {
     }
 
     pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(WriteOp::Put { cf, key: key.into(), value: value.into() });
+        self.ops.push(WriteOp::Put {
+            cf,
+            key: key.into(),
+            value: value.into(),
+        });
     }
 
     pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
-        self.ops.push(WriteOp::Delete { cf, key: key.into() });
+        self.ops.push(WriteOp::Delete {
+            cf,
+            key: key.into(),
+        });
     }
 
     pub fn delete_range(&mut self, cf: Cf, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
-        self.ops.push(WriteOp::DeleteRange { cf, start: start.into(), end: end.into() });
+        self.ops.push(WriteOp::DeleteRange {
+            cf,
+            start: start.into(),
+            end: end.into(),
+        });
     }
 
     /// Appends every operation of `other`, after those already here.
@@ -146,7 +175,13 @@ pub trait Engine: Send + Sync + 'static {
     /// Iterates the keys in `(start, end)` in ascending order, or descending
     /// when `reverse` is set. The iterator sees a consistent view of the
     /// column family as of its creation.
-    fn scan<'a>(&'a self, cf: Cf, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> EngineIter<'a>;
+    fn scan<'a>(
+        &'a self,
+        cf: Cf,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+    ) -> EngineIter<'a>;
 
     /// Applies every operation of `batch` atomically.
     fn write(&self, batch: WriteBatch, durability: Durability) -> EngineResult<()>;

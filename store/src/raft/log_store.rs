@@ -61,42 +61,49 @@ impl LogStore {
     pub fn new(engine: Arc<dyn Engine>) -> io::Result<Self> {
         let (flush_tx, mut flush_rx) = mpsc::channel::<Waiter>(FLUSH_QUEUE_LIMIT);
         let sync_engine = engine.clone();
-        std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || {
-            let mut waiters = Vec::with_capacity(FLUSH_BATCH_LIMIT);
-            while let Some(first) = flush_rx.blocking_recv() {
-                waiters.push(first);
-                while waiters.len() < FLUSH_BATCH_LIMIT {
-                    match flush_rx.try_recv() {
-                        Ok(w) => waiters.push(w),
-                        Err(_) => break,
+        std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn(move || {
+                let mut waiters = Vec::with_capacity(FLUSH_BATCH_LIMIT);
+                while let Some(first) = flush_rx.blocking_recv() {
+                    waiters.push(first);
+                    while waiters.len() < FLUSH_BATCH_LIMIT {
+                        match flush_rx.try_recv() {
+                            Ok(w) => waiters.push(w),
+                            Err(_) => break,
+                        }
                     }
-                }
-                let result = sync_engine.sync_wal();
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, "raft log fsync failed");
-                }
-                for waiter in waiters.drain(..) {
-                    let r = result.as_ref().map(|_| ()).map_err(to_io);
-                    match waiter {
-                        Waiter::Raft(cb) => cb.io_completed(r),
-                        Waiter::Task(tx) => {
-                            let _ = tx.send(r);
+                    let result = sync_engine.sync_wal();
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "raft log fsync failed");
+                    }
+                    for waiter in waiters.drain(..) {
+                        let r = result.as_ref().map(|_| ()).map_err(to_io);
+                        match waiter {
+                            Waiter::Raft(cb) => cb.io_completed(r),
+                            Waiter::Task(tx) => {
+                                let _ = tx.send(r);
+                            }
                         }
                     }
                 }
-            }
-        })?;
+            })?;
         Ok(Self { engine, flush_tx })
     }
 
     fn write(&self, batch: WriteBatch) -> io::Result<()> {
-        self.engine.write(batch, Durability::Buffered).map_err(to_io)
+        self.engine
+            .write(batch, Durability::Buffered)
+            .map_err(to_io)
     }
 
     /// Waits until every write made so far is on stable storage.
     async fn sync(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.flush_tx.send(Waiter::Task(tx)).await.map_err(|_| to_io("log sync thread stopped"))?;
+        self.flush_tx
+            .send(Waiter::Task(tx))
+            .await
+            .map_err(|_| to_io("log sync thread stopped"))?;
         rx.await.map_err(|_| to_io("log sync thread stopped"))?
     }
 
@@ -108,7 +115,9 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> io::Result<Option<LogIdOf<TypeConfig>>> {
-        let mut iter = self.engine.scan(Cf::RaftLog, Bound::Unbounded, Bound::Unbounded, true);
+        let mut iter = self
+            .engine
+            .scan(Cf::RaftLog, Bound::Unbounded, Bound::Unbounded, true);
         match iter.next() {
             Some(item) => {
                 let (_, value) = item.map_err(to_io)?;
@@ -155,8 +164,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let last_purged_log_id: Option<LogIdOf<TypeConfig>> = self.read_meta(KEY_LAST_PURGED)?;
-        let last_log_id = self.last_entry_log_id()?.or_else(|| last_purged_log_id.clone());
-        Ok(LogState { last_purged_log_id, last_log_id })
+        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -193,7 +205,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put(Cf::RaftLog, index_key(entry.index()), encode(&entry)?);
         }
         self.write(batch)?;
-        self.flush_tx.send(Waiter::Raft(callback)).await.map_err(|_| to_io("log sync thread stopped"))
+        self.flush_tx
+            .send(Waiter::Raft(callback))
+            .await
+            .map_err(|_| to_io("log sync thread stopped"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<TypeConfig>>) -> io::Result<()> {
@@ -224,11 +239,15 @@ mod tests {
     struct RocksBuilder;
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RocksBuilder {
-        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().expect("tempdir");
-            let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.path().join("db")).expect("open rocksdb"));
+            let engine: Arc<dyn Engine> =
+                Arc::new(RocksEngine::open(&dir.path().join("db")).expect("open rocksdb"));
             let log = LogStore::new(engine.clone()).expect("log store");
-            let sm = StateMachine::open(engine, dir.path().join("snapshots")).expect("state machine");
+            let sm =
+                StateMachine::open(engine, dir.path().join("snapshots")).expect("state machine");
             Ok((dir, log, sm))
         }
     }
@@ -236,22 +255,29 @@ mod tests {
     struct MemoryBuilder;
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for MemoryBuilder {
-        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().expect("tempdir");
             let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
             let log = LogStore::new(engine.clone()).expect("log store");
-            let sm = StateMachine::open(engine, dir.path().join("snapshots")).expect("state machine");
+            let sm =
+                StateMachine::open(engine, dir.path().join("snapshots")).expect("state machine");
             Ok((dir, log, sm))
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn openraft_storage_suite_on_rocksdb() {
-        Suite::test_all(RocksBuilder).await.expect("openraft storage suite");
+        Suite::test_all(RocksBuilder)
+            .await
+            .expect("openraft storage suite");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn openraft_storage_suite_on_memory() {
-        Suite::test_all(MemoryBuilder).await.expect("openraft storage suite");
+        Suite::test_all(MemoryBuilder)
+            .await
+            .expect("openraft storage suite");
     }
 }

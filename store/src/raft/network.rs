@@ -13,7 +13,9 @@ use std::time::Duration;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use skiff_proto::skiffraftpb::raft_peer_client::RaftPeerClient;
@@ -39,8 +41,15 @@ pub struct Peers {
 
 impl Peers {
     /// A client for `id` at the first of its peer URLs.
-    pub fn client(&self, id: MemberId, node: &MemberNode) -> Result<RaftPeerClient<Channel>, String> {
-        let url = node.peer_urls.first().ok_or_else(|| format!("member {id:x} has no peer URL"))?;
+    pub fn client(
+        &self,
+        id: MemberId,
+        node: &MemberNode,
+    ) -> Result<RaftPeerClient<Channel>, String> {
+        let url = node
+            .peer_urls
+            .first()
+            .ok_or_else(|| format!("member {id:x} has no peer URL"))?;
         let mut channels = self.channels.lock().expect("peer channels lock");
         let channel = match channels.get(&id) {
             Some((known, channel)) if known == url => channel.clone(),
@@ -78,7 +87,10 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: MemberId, node: &MemberNode) -> PeerNetwork {
-        PeerNetwork { target, client: self.peers.client(target, node) }
+        PeerNetwork {
+            target,
+            client: self.peers.client(target, node),
+        }
     }
 }
 
@@ -98,11 +110,20 @@ fn network_error<E: std::error::Error>(e: impl std::fmt::Display) -> RPCError<Ty
 }
 
 impl PeerNetwork {
-    fn client<E: std::error::Error>(&self) -> Result<RaftPeerClient<Channel>, RPCError<TypeConfig, E>> {
-        self.client.clone().map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    fn client<E: std::error::Error>(
+        &self,
+    ) -> Result<RaftPeerClient<Channel>, RPCError<TypeConfig, E>> {
+        self.client
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
-    async fn call<Req, Resp, F, Fut>(&self, req: &Req, option: &RPCOption, f: F) -> Result<Resp, RPCError<TypeConfig>>
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        option: &RPCOption,
+        f: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -116,7 +137,8 @@ impl PeerNetwork {
             tracing::debug!(target_member = %format_args!("{:x}", self.target), %status, "raft rpc failed");
             unreachable(status)
         })?;
-        let result: Result<Resp, String> = decode(&response.into_inner().payload).map_err(network_error)?;
+        let result: Result<Resp, String> =
+            decode(&response.into_inner().payload).map_err(network_error)?;
         result.map_err(network_error)
     }
 }
@@ -129,7 +151,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
+        self.call(&rpc, &option, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
     }
 
     async fn vote(
@@ -137,7 +162,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await })
+            .await
     }
 
     async fn full_snapshot(
@@ -151,7 +177,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             .client
             .clone()
             .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))?;
-        let to_net = |e: &dyn std::fmt::Display| StreamingError::Network(NetworkError::from_string(e.to_string()));
+        let to_net = |e: &dyn std::fmt::Display| {
+            StreamingError::Network(NetworkError::from_string(e.to_string()))
+        };
         let first = SnapshotChunk {
             vote: encode(&vote).map_err(|e| to_net(&e))?,
             meta: encode(&snapshot.meta).map_err(|e| to_net(&e))?,
@@ -171,7 +199,14 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                     return Ok(());
                 }
                 buf.truncate(n);
-                if tx.blocking_send(SnapshotChunk { vote: Vec::new(), meta: Vec::new(), data: buf }).is_err() {
+                if tx
+                    .blocking_send(SnapshotChunk {
+                        vote: Vec::new(),
+                        meta: Vec::new(),
+                        data: buf,
+                    })
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
@@ -181,7 +216,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             r = send => r.map_err(|s| StreamingError::Unreachable(Unreachable::from_string(s.to_string())))?,
         };
-        reader.await.map_err(|e| to_net(&e))?.map_err(|e| to_net(&e))?;
+        reader
+            .await
+            .map_err(|e| to_net(&e))?
+            .map_err(|e| to_net(&e))?;
         let result: Result<SnapshotResponse<TypeConfig>, String> =
             decode(&response.into_inner().payload).map_err(|e| to_net(&e))?;
         result.map_err(|e| to_net(&e))

@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::{Stream, TryStreamExt};
+use openraft::EntryPayload;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
-use openraft::EntryPayload;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use skiff_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
@@ -73,7 +73,12 @@ impl Shared {
     pub fn member_attrs(&self) -> io::Result<BTreeMap<MemberId, MemberAttrs>> {
         let end = prefix_end(MEMBER_PREFIX);
         let mut out = BTreeMap::new();
-        for item in self.mvcc.engine().scan(Cf::SmMeta, Bound::Included(MEMBER_PREFIX), Bound::Excluded(&end), false) {
+        for item in self.mvcc.engine().scan(
+            Cf::SmMeta,
+            Bound::Included(MEMBER_PREFIX),
+            Bound::Excluded(&end),
+            false,
+        ) {
             let (key, value) = item.map_err(to_io)?;
             let id_bytes: [u8; 8] = key[MEMBER_PREFIX.len()..]
                 .try_into()
@@ -105,7 +110,10 @@ fn to_io(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-fn read_meta<T: serde::de::DeserializeOwned>(engine: &dyn Engine, key: &[u8]) -> io::Result<Option<T>> {
+fn read_meta<T: serde::de::DeserializeOwned>(
+    engine: &dyn Engine,
+    key: &[u8],
+) -> io::Result<Option<T>> {
     match engine.get(Cf::SmMeta, key).map_err(to_io)? {
         Some(bytes) => Ok(Some(decode(&bytes)?)),
         None => Ok(None),
@@ -138,10 +146,14 @@ impl StateMachine {
     /// Opens the state machine on `engine`; snapshots live in `snapshot_dir`.
     pub fn open(engine: Arc<dyn Engine>, snapshot_dir: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(&snapshot_dir)?;
-        let applied: Option<LogIdOf<TypeConfig>> = read_meta(engine.as_ref(), KEY_APPLIED)?.flatten();
+        let applied: Option<LogIdOf<TypeConfig>> =
+            read_meta(engine.as_ref(), KEY_APPLIED)?.flatten();
         let mvcc = Mvcc::open(engine).map_err(to_io)?;
         let (applied_tx, _) = watch::channel(applied.map_or(0, |id| id.index()));
-        Ok(Self { shared: Arc::new(Shared { mvcc, applied_tx }), snapshot_dir })
+        Ok(Self {
+            shared: Arc::new(Shared { mvcc, applied_tx }),
+            snapshot_dir,
+        })
     }
 
     /// The state shared with the services.
@@ -153,7 +165,11 @@ impl StateMachine {
         self.shared.mvcc.engine()
     }
 
-    fn apply_command(batch: &mut ApplyBatch<'_>, extra: &mut WriteBatch, command: &Command) -> CommandReply {
+    fn apply_command(
+        batch: &mut ApplyBatch<'_>,
+        extra: &mut WriteBatch,
+        command: &Command,
+    ) -> CommandReply {
         fn run<Req: Message + Default, Resp: Message>(
             batch: &mut ApplyBatch<'_>,
             bytes: &[u8],
@@ -169,10 +185,16 @@ impl StateMachine {
                 }
             };
             match op(batch, &req) {
-                Ok(resp) => CommandReply::Ok { revision: batch.revision(), body: resp.encode_to_vec() },
+                Ok(resp) => CommandReply::Ok {
+                    revision: batch.revision(),
+                    body: resp.encode_to_vec(),
+                },
                 Err(e) => {
                     let status = kv_error_status(&e);
-                    CommandReply::Refused(WireStatus { code: status.code() as i32, message: status.message().to_string() })
+                    CommandReply::Refused(WireStatus {
+                        code: status.code() as i32,
+                        message: status.message().to_string(),
+                    })
                 }
             }
         }
@@ -181,12 +203,22 @@ impl StateMachine {
             Command::DeleteRange(b) => run(batch, b, |b, r: &DeleteRangeRequest| b.delete_range(r)),
             Command::Txn(b) => run(batch, b, |b, r: &TxnRequest| b.txn(r)),
             Command::Compact(b) => run(batch, b, |b, r: &CompactionRequest| b.compact(r)),
-            Command::PublishMember { id, name, client_urls } => {
-                let attrs = MemberAttrs { name: name.clone(), client_urls: client_urls.clone() };
+            Command::PublishMember {
+                id,
+                name,
+                client_urls,
+            } => {
+                let attrs = MemberAttrs {
+                    name: name.clone(),
+                    client_urls: client_urls.clone(),
+                };
                 match encode(&attrs) {
                     Ok(value) => {
                         extra.put(Cf::SmMeta, member_key(*id), value);
-                        CommandReply::Ok { revision: batch.revision(), body: Vec::new() }
+                        CommandReply::Ok {
+                            revision: batch.revision(),
+                            body: Vec::new(),
+                        }
                     }
                     Err(e) => CommandReply::Refused(WireStatus {
                         code: tonic::Code::Internal as i32,
@@ -198,7 +230,10 @@ impl StateMachine {
     }
 
     fn snapshot_paths(&self, id: &str) -> (PathBuf, PathBuf) {
-        (self.snapshot_dir.join(format!("{id}.snap")), self.snapshot_dir.join(format!("{id}.meta")))
+        (
+            self.snapshot_dir.join(format!("{id}.snap")),
+            self.snapshot_dir.join(format!("{id}.meta")),
+        )
     }
 
     /// Removes all but the newest snapshots.
@@ -225,7 +260,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotFile;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> io::Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>)> {
+    async fn applied_state(
+        &mut self,
+    ) -> io::Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>)> {
         let engine = self.engine().as_ref();
         let applied = read_meta(engine, KEY_APPLIED)?.flatten();
         let membership = read_meta(engine, KEY_MEMBERSHIP)?.unwrap_or_default();
@@ -247,9 +284,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for (entry, responder) in entries {
             let reply = match &entry.payload {
                 EntryPayload::Blank => CommandReply::default(),
-                EntryPayload::Normal(command) => Self::apply_command(&mut batch, &mut extra, command),
+                EntryPayload::Normal(command) => {
+                    Self::apply_command(&mut batch, &mut extra, command)
+                }
                 EntryPayload::Membership(membership) => {
-                    let stored = StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id()), membership.clone());
+                    let stored = StoredMembershipOf::<TypeConfig>::new(
+                        Some(entry.log_id()),
+                        membership.clone(),
+                    );
                     extra.put(Cf::SmMeta, KEY_MEMBERSHIP, encode(&stored)?);
                     CommandReply::default()
                 }
@@ -257,7 +299,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             replies.push((responder, reply));
         }
         extra.put(Cf::SmMeta, KEY_APPLIED, encode(&Some(last))?);
-        mvcc.commit(batch, extra, Durability::Buffered).map_err(to_io)?;
+        mvcc.commit(batch, extra, Durability::Buffered)
+            .map_err(to_io)?;
         for (responder, reply) in replies {
             if let Some(responder) = responder {
                 responder.send(reply);
@@ -292,7 +335,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<TypeConfig>, snapshot: SnapshotFile) -> io::Result<()> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: SnapshotFile,
+    ) -> io::Result<()> {
         let (data_path, meta_path) = self.snapshot_paths(&snapshot_name(meta));
         if snapshot.path != data_path {
             std::fs::rename(&snapshot.path, &data_path)?;
@@ -315,12 +362,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared.mvcc.reload().map_err(to_io)?;
         std::fs::write(&meta_path, encode(meta)?)?;
         Self::prune_snapshots(&self.snapshot_dir)?;
-        self.shared.applied_tx.send_replace(meta.last_log_id.as_ref().map_or(0, |id| id.index()));
+        self.shared
+            .applied_tx
+            .send_replace(meta.last_log_id.as_ref().map_or(0, |id| id.index()));
         tracing::info!(snapshot = %snapshot_name(meta), "installed snapshot");
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> io::Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> io::Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>> {
         let mut newest: Option<(SnapshotMetaOf<TypeConfig>, PathBuf)> = None;
         for entry in std::fs::read_dir(&self.snapshot_dir)? {
             let path = entry?.path();
@@ -332,11 +383,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if !data.exists() {
                 continue;
             }
-            if newest.as_ref().is_none_or(|(m, _)| m.last_log_id < meta.last_log_id) {
+            if newest
+                .as_ref()
+                .is_none_or(|(m, _)| m.last_log_id < meta.last_log_id)
+            {
                 newest = Some((meta, data));
             }
         }
-        Ok(newest.map(|(meta, path)| SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot: SnapshotFile { path } }))
+        Ok(
+            newest.map(|(meta, path)| SnapshotOf::<TypeConfig, SnapshotFile> {
+                meta,
+                snapshot: SnapshotFile { path },
+            }),
+        )
     }
 }
 
@@ -353,11 +412,19 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
         let source = match self.frozen.take() {
             Some(frozen) => frozen,
-            None => self.engine.frozen(&self.snapshot_dir.join("scratch")).map_err(to_io)?,
+            None => self
+                .engine
+                .frozen(&self.snapshot_dir.join("scratch"))
+                .map_err(to_io)?,
         };
-        let applied: Option<LogIdOf<TypeConfig>> = read_meta(source.as_ref(), KEY_APPLIED)?.flatten();
-        let membership: StoredMembershipOf<TypeConfig> = read_meta(source.as_ref(), KEY_MEMBERSHIP)?.unwrap_or_default();
-        let meta = SnapshotMetaOf::<TypeConfig> { last_log_id: applied, last_membership: membership };
+        let applied: Option<LogIdOf<TypeConfig>> =
+            read_meta(source.as_ref(), KEY_APPLIED)?.flatten();
+        let membership: StoredMembershipOf<TypeConfig> =
+            read_meta(source.as_ref(), KEY_MEMBERSHIP)?.unwrap_or_default();
+        let meta = SnapshotMetaOf::<TypeConfig> {
+            last_log_id: applied,
+            last_membership: membership,
+        };
         let name = snapshot_name(&meta);
         let data_path = self.snapshot_dir.join(format!("{name}.snap"));
         let meta_path = self.snapshot_dir.join(format!("{name}.meta"));
@@ -367,12 +434,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         std::fs::write(&meta_path, encode(&meta)?)?;
         StateMachine::prune_snapshots(&self.snapshot_dir)?;
         tracing::info!(snapshot = %name, "built snapshot");
-        Ok(SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot: SnapshotFile { path: data_path } })
+        Ok(SnapshotOf::<TypeConfig, SnapshotFile> {
+            meta,
+            snapshot: SnapshotFile { path: data_path },
+        })
     }
 }
 
 fn cf_tag(cf: Cf) -> u8 {
-    Cf::STATE_MACHINE.iter().position(|c| *c == cf).expect("state machine column family") as u8
+    Cf::STATE_MACHINE
+        .iter()
+        .position(|c| *c == cf)
+        .expect("state machine column family") as u8
 }
 
 /// Writes every pair of the state-machine column families of `engine`.
@@ -397,8 +470,16 @@ fn write_snapshot_file(engine: &dyn Engine, path: &Path) -> io::Result<()> {
 }
 
 /// Reads a snapshot file, calling `each` for every pair in it.
-fn read_snapshot_file(path: &Path, mut each: impl FnMut(Cf, Vec<u8>, Vec<u8>) -> io::Result<()>) -> io::Result<()> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot {}: {what}", path.display()));
+fn read_snapshot_file(
+    path: &Path,
+    mut each: impl FnMut(Cf, Vec<u8>, Vec<u8>) -> io::Result<()>,
+) -> io::Result<()> {
+    let bad = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot {}: {what}", path.display()),
+        )
+    };
     let mut input = BufReader::new(std::fs::File::open(path)?);
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
@@ -418,7 +499,9 @@ fn read_snapshot_file(path: &Path, mut each: impl FnMut(Cf, Vec<u8>, Vec<u8>) ->
         if tag[0] == u8::MAX {
             return Ok(());
         }
-        let cf = *Cf::STATE_MACHINE.get(tag[0] as usize).ok_or_else(|| bad("unknown column family"))?;
+        let cf = *Cf::STATE_MACHINE
+            .get(tag[0] as usize)
+            .ok_or_else(|| bad("unknown column family"))?;
         let key = read_bytes(&mut input)?;
         let value = read_bytes(&mut input)?;
         each(cf, key, value)?;

@@ -35,7 +35,11 @@ pub enum Command {
     /// An encoded `etcdserverpb.CompactionRequest`.
     Compact(Vec<u8>),
     /// A member announces its name and client URLs (etcd's "publish").
-    PublishMember { id: MemberId, name: String, client_urls: Vec<String> },
+    PublishMember {
+        id: MemberId,
+        name: String,
+        client_urls: Vec<String>,
+    },
 }
 
 impl fmt::Display for Command {
@@ -75,7 +79,10 @@ pub enum CommandReply {
 
 impl Default for CommandReply {
     fn default() -> Self {
-        CommandReply::Ok { revision: 0, body: Vec::new() }
+        CommandReply::Ok {
+            revision: 0,
+            body: Vec::new(),
+        }
     }
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use prost::Message;
 use skiff_proto::etcdserverpb::kv_server::Kv;
 use skiff_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -30,9 +30,13 @@ impl KvService {
     }
 
     /// Proposes a write and decodes the state machine's response.
-    async fn write<Resp: Message + Default>(&self, command: Command) -> Result<(i64, Resp), Status> {
+    async fn write<Resp: Message + Default>(
+        &self,
+        command: Command,
+    ) -> Result<(i64, Resp), Status> {
         let (revision, body) = self.member.propose(command).await?;
-        let resp = Resp::decode(body.as_slice()).map_err(|e| Status::internal(format!("bad reply: {e}")))?;
+        let resp = Resp::decode(body.as_slice())
+            .map_err(|e| Status::internal(format!("bad reply: {e}")))?;
         Ok((revision, resp))
     }
 }
@@ -47,7 +51,10 @@ fn check_size(req: &impl Message) -> Result<(), Status> {
 #[tonic::async_trait]
 impl Kv for KvService {
     #[tracing::instrument(level = "debug", skip_all, fields(key = %String::from_utf8_lossy(&request.get_ref().key)))]
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         let mut req = request.into_inner();
         check_size(&req)?;
         validate::validate_range(&req).map_err(|e| kv_error_status(&e))?;
@@ -69,18 +76,23 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_size(&req)?;
         validate::validate_put(&req).map_err(|e| kv_error_status(&e))?;
-        let (revision, mut resp): (_, PutResponse) = self.write(Command::Put(req.encode_to_vec())).await?;
+        let (revision, mut resp): (_, PutResponse) =
+            self.write(Command::Put(req.encode_to_vec())).await?;
         resp.header = Some(self.member.header(revision));
         Ok(Response::new(resp))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(key = %String::from_utf8_lossy(&request.get_ref().key)))]
-    async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = request.into_inner();
         check_size(&req)?;
         validate::validate_delete_range(&req).map_err(|e| kv_error_status(&e))?;
-        let (revision, mut resp): (_, DeleteRangeResponse) =
-            self.write(Command::DeleteRange(req.encode_to_vec())).await?;
+        let (revision, mut resp): (_, DeleteRangeResponse) = self
+            .write(Command::DeleteRange(req.encode_to_vec()))
+            .await?;
         resp.header = Some(self.member.header(revision));
         Ok(Response::new(resp))
     }
@@ -90,16 +102,21 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_size(&req)?;
         validate::validate_txn(&req, MAX_TXN_OPS).map_err(|e| kv_error_status(&e))?;
-        let (revision, mut resp): (_, TxnResponse) = self.write(Command::Txn(req.encode_to_vec())).await?;
+        let (revision, mut resp): (_, TxnResponse) =
+            self.write(Command::Txn(req.encode_to_vec())).await?;
         let header = self.member.header(revision);
         fill_txn_headers(&mut resp, &header);
         Ok(Response::new(resp))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(revision = request.get_ref().revision))]
-    async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
         let req = request.into_inner();
-        let (revision, mut resp): (_, CompactionResponse) = self.write(Command::Compact(req.encode_to_vec())).await?;
+        let (revision, mut resp): (_, CompactionResponse) =
+            self.write(Command::Compact(req.encode_to_vec())).await?;
         resp.header = Some(self.member.header(revision));
         Ok(Response::new(resp))
     }
@@ -108,12 +125,12 @@ impl Kv for KvService {
 /// etcd sets the txn's header on every nested response too.
 fn fill_txn_headers(resp: &mut TxnResponse, header: &skiff_proto::etcdserverpb::ResponseHeader) {
     use skiff_proto::etcdserverpb::response_op::Response as Op;
-    resp.header = Some(header.clone());
+    resp.header = Some(*header);
     for op in &mut resp.responses {
         match &mut op.response {
-            Some(Op::ResponseRange(r)) => r.header = Some(header.clone()),
-            Some(Op::ResponsePut(r)) => r.header = Some(header.clone()),
-            Some(Op::ResponseDeleteRange(r)) => r.header = Some(header.clone()),
+            Some(Op::ResponseRange(r)) => r.header = Some(*header),
+            Some(Op::ResponsePut(r)) => r.header = Some(*header),
+            Some(Op::ResponseDeleteRange(r)) => r.header = Some(*header),
             Some(Op::ResponseTxn(r)) => fill_txn_headers(r, header),
             None => {}
         }

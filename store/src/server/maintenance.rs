@@ -6,9 +6,9 @@ use std::sync::Arc;
 use futures_util::Stream;
 use skiff_proto::etcdserverpb::maintenance_server::Maintenance;
 use skiff_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
-    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
-    SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -28,25 +28,39 @@ impl MaintenanceService {
 }
 
 fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("etcdserver: {what} is not supported by this skiff-store"))
+    Status::unimplemented(format!(
+        "etcdserver: {what} is not supported by this skiff-store"
+    ))
 }
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
         // No alarm is ever raised yet: GET answers truthfully with none.
         let req = request.into_inner();
         if req.action != 0 {
             return Err(not_yet("alarm activate/deactivate"));
         }
-        let header = self.member.header(self.member.shared.mvcc.current_revision());
-        Ok(Response::new(AlarmResponse { header: Some(header), alarms: Vec::new() }))
+        let header = self
+            .member
+            .header(self.member.shared.mvcc.current_revision());
+        Ok(Response::new(AlarmResponse {
+            header: Some(header),
+            alarms: Vec::new(),
+        }))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let member = &self.member;
         let metrics = member.metrics();
-        let is_learner = !metrics.membership_config.membership().voter_ids().any(|id| id == member.id);
+        let is_learner = !metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == member.id);
         let db_size = member.shared.mvcc.engine().size_bytes() as i64;
         let mut errors = Vec::new();
         if metrics.current_leader.is_none() {
@@ -69,7 +83,10 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
         Err(not_yet("defragment"))
     }
 
@@ -83,15 +100,24 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
-    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(not_yet("snapshot"))
     }
 
-    async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        _: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
         Err(not_yet("move-leader"))
     }
 
-    async fn downgrade(&self, _: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+    async fn downgrade(
+        &self,
+        _: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
         Err(not_yet("downgrade"))
     }
 }

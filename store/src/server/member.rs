@@ -48,9 +48,14 @@ impl Timing {
 pub enum ForwardOutcome {
     Applied(CommandReply),
     /// The receiver is not the leader; nothing was proposed.
-    NotLeader { leader: Option<MemberId> },
+    NotLeader {
+        leader: Option<MemberId>,
+    },
     /// The outcome is unknown or the request failed: a gRPC status.
-    Failed { code: i32, message: String },
+    Failed {
+        code: i32,
+        message: String,
+    },
 }
 
 /// The leader's answer to a read-index request.
@@ -99,7 +104,11 @@ impl Member {
 
     fn leader_node(&self, leader: MemberId) -> Option<MemberNode> {
         let metrics = self.metrics();
-        metrics.membership_config.membership().get_node(&leader).cloned()
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
     }
 
     /// Waits until a leader is known, for at most the leader wait or until
@@ -160,7 +169,9 @@ impl Member {
                 self.forward(leader, &command, deadline).await
             };
             match outcome {
-                ForwardOutcome::Applied(CommandReply::Ok { revision, body }) => return Ok((revision, body)),
+                ForwardOutcome::Applied(CommandReply::Ok { revision, body }) => {
+                    return Ok((revision, body));
+                }
                 ForwardOutcome::Applied(CommandReply::Refused(status)) => return Err(status.into()),
                 ForwardOutcome::Failed { code, message } => {
                     return Err(Status::new(tonic::Code::from_i32(code), message));
@@ -176,26 +187,42 @@ impl Member {
     /// Proposes on this member, which believes it leads.
     pub async fn propose_local(&self, command: Command, deadline: Instant) -> ForwardOutcome {
         match timeout_at(deadline, self.raft.client_write(command)).await {
-            Err(_) => ForwardOutcome::Failed { code: tonic::Code::Unavailable as i32, message: msg::TIMEOUT.into() },
+            Err(_) => ForwardOutcome::Failed {
+                code: tonic::Code::Unavailable as i32,
+                message: msg::TIMEOUT.into(),
+            },
             Ok(Ok(response)) => ForwardOutcome::Applied(response.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                ForwardOutcome::NotLeader { leader: f.leader_id }
+                ForwardOutcome::NotLeader {
+                    leader: f.leader_id,
+                }
             }
-            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => ForwardOutcome::Failed {
-                code: tonic::Code::Unavailable as i32,
-                message: msg::LEADER_CHANGED.into(),
+            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                ForwardOutcome::Failed {
+                    code: tonic::Code::Unavailable as i32,
+                    message: msg::LEADER_CHANGED.into(),
+                }
+            }
+            Ok(Err(RaftError::APIError(e))) => ForwardOutcome::Failed {
+                code: tonic::Code::Internal as i32,
+                message: e.to_string(),
             },
-            Ok(Err(RaftError::APIError(e))) => {
-                ForwardOutcome::Failed { code: tonic::Code::Internal as i32, message: e.to_string() }
-            }
             Ok(Err(RaftError::Fatal(e))) => {
                 tracing::error!(error = %e, "raft stopped");
-                ForwardOutcome::Failed { code: tonic::Code::Unavailable as i32, message: msg::STOPPED.into() }
+                ForwardOutcome::Failed {
+                    code: tonic::Code::Unavailable as i32,
+                    message: msg::STOPPED.into(),
+                }
             }
         }
     }
 
-    async fn forward(&self, leader: MemberId, command: &Command, deadline: Instant) -> ForwardOutcome {
+    async fn forward(
+        &self,
+        leader: MemberId,
+        command: &Command,
+        deadline: Instant,
+    ) -> ForwardOutcome {
         let failed = |message: &str| ForwardOutcome::Failed {
             code: tonic::Code::Unavailable as i32,
             message: message.to_string(),
@@ -212,21 +239,31 @@ impl Member {
         };
         let bytes = match encode(command) {
             Ok(bytes) => bytes,
-            Err(e) => return ForwardOutcome::Failed { code: tonic::Code::Internal as i32, message: e.to_string() },
+            Err(e) => {
+                return ForwardOutcome::Failed {
+                    code: tonic::Code::Internal as i32,
+                    message: e.to_string(),
+                };
+            }
         };
         let mut request = tonic::Request::new(ForwardRequest { command: bytes });
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         match timeout_at(deadline, client.forward(request)).await {
             Err(_) => failed(msg::TIMEOUT),
             // The leader never received it: as good as not proposed.
-            Ok(Err(status)) if is_connect_failure(&status) => ForwardOutcome::NotLeader { leader: None },
+            Ok(Err(status)) if is_connect_failure(&status) => {
+                ForwardOutcome::NotLeader { leader: None }
+            }
             Ok(Err(status)) => {
                 tracing::debug!(%status, "forwarding to the leader failed");
                 failed(msg::TIMEOUT_LEADER_FAIL)
             }
             Ok(Ok(response)) => match decode(&response.into_inner().response) {
                 Ok(outcome) => outcome,
-                Err(e) => ForwardOutcome::Failed { code: tonic::Code::Internal as i32, message: e.to_string() },
+                Err(e) => ForwardOutcome::Failed {
+                    code: tonic::Code::Internal as i32,
+                    message: e.to_string(),
+                },
             },
         }
     }
@@ -264,18 +301,24 @@ impl Member {
     /// The read index on this member, which believes it leads.
     pub async fn read_index_local(&self, deadline: Instant) -> ReadIndexOutcome {
         match timeout_at(deadline, self.raft.get_read_log_id(ReadPolicy::ReadIndex)).await {
-            Err(_) => ReadIndexOutcome::Failed { code: tonic::Code::Unavailable as i32, message: msg::TIMEOUT.into() },
+            Err(_) => ReadIndexOutcome::Failed {
+                code: tonic::Code::Unavailable as i32,
+                message: msg::TIMEOUT.into(),
+            },
             Ok(Ok((read_log_id, _applied))) => ReadIndexOutcome::Index(read_log_id.index()),
-            Ok(Err(RaftError::APIError(openraft::errors::LinearizableReadError::ForwardToLeader(f)))) => {
-                ReadIndexOutcome::NotLeader { leader: f.leader_id }
-            }
+            Ok(Err(RaftError::APIError(
+                openraft::errors::LinearizableReadError::ForwardToLeader(f),
+            ))) => ReadIndexOutcome::NotLeader {
+                leader: f.leader_id,
+            },
             Ok(Err(RaftError::APIError(e))) => {
                 tracing::debug!(error = %e, "read index refused");
                 ReadIndexOutcome::NotLeader { leader: None }
             }
-            Ok(Err(RaftError::Fatal(_))) => {
-                ReadIndexOutcome::Failed { code: tonic::Code::Unavailable as i32, message: msg::STOPPED.into() }
-            }
+            Ok(Err(RaftError::Fatal(_))) => ReadIndexOutcome::Failed {
+                code: tonic::Code::Unavailable as i32,
+                message: msg::STOPPED.into(),
+            },
         }
     }
 
@@ -289,14 +332,20 @@ impl Member {
         let mut request = tonic::Request::new(ReadIndexRequest {});
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         match timeout_at(deadline, client.read_index(request)).await {
-            Err(_) => ReadIndexOutcome::Failed { code: tonic::Code::Unavailable as i32, message: msg::TIMEOUT.into() },
+            Err(_) => ReadIndexOutcome::Failed {
+                code: tonic::Code::Unavailable as i32,
+                message: msg::TIMEOUT.into(),
+            },
             // A read is always safe to retry elsewhere.
             Ok(Err(status)) => {
                 tracing::debug!(%status, "read index from the leader failed");
                 ReadIndexOutcome::NotLeader { leader: None }
             }
             Ok(Ok(response)) => decode(&response.into_inner().payload).unwrap_or_else(|e| {
-                ReadIndexOutcome::Failed { code: tonic::Code::Internal as i32, message: e.to_string() }
+                ReadIndexOutcome::Failed {
+                    code: tonic::Code::Internal as i32,
+                    message: e.to_string(),
+                }
             }),
         }
     }
@@ -308,5 +357,7 @@ fn is_connect_failure(status: &tonic::Status) -> bool {
         return false;
     }
     let text = format!("{status:?}").to_lowercase();
-    text.contains("connection refused") || text.contains("tcp connect error") || text.contains("error trying to connect")
+    text.contains("connection refused")
+        || text.contains("tcp connect error")
+        || text.contains("error trying to connect")
 }

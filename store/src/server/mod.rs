@@ -98,20 +98,30 @@ fn cluster_id(member_ids: &[MemberId], token: &str) -> u64 {
 }
 
 fn read_u64(engine: &dyn Engine, key: &[u8]) -> anyhow::Result<Option<u64>> {
-    Ok(engine
+    engine
         .get(Cf::RaftMeta, key)?
         .map(|v| v.as_slice().try_into().map(u64::from_be_bytes))
         .transpose()
-        .map_err(|_| anyhow::anyhow!("corrupt {} in raft metadata", String::from_utf8_lossy(key)))?)
+        .map_err(|_| anyhow::anyhow!("corrupt {} in raft metadata", String::from_utf8_lossy(key)))
 }
 
 /// The member and cluster ids: persisted on first start, read back after.
 fn identity(config: &MemberConfig, engine: &dyn Engine) -> anyhow::Result<(MemberId, u64, bool)> {
-    if let (Some(id), Some(cluster)) = (read_u64(engine, KEY_MEMBER_ID)?, read_u64(engine, KEY_CLUSTER_ID)?) {
+    if let (Some(id), Some(cluster)) = (
+        read_u64(engine, KEY_MEMBER_ID)?,
+        read_u64(engine, KEY_CLUSTER_ID)?,
+    ) {
         return Ok((id, cluster, false));
     }
-    let Some((_, my_urls)) = config.initial_cluster.iter().find(|(name, _)| *name == config.name) else {
-        bail!("--initial-cluster has no member named {:?} (the --name of this member)", config.name);
+    let Some((_, my_urls)) = config
+        .initial_cluster
+        .iter()
+        .find(|(name, _)| *name == config.name)
+    else {
+        bail!(
+            "--initial-cluster has no member named {:?} (the --name of this member)",
+            config.name
+        );
     };
     let mut mine = my_urls.clone();
     let mut advertised = config.initial_advertise_peer_urls.clone();
@@ -125,8 +135,11 @@ fn identity(config: &MemberConfig, engine: &dyn Engine) -> anyhow::Result<(Membe
             config.initial_advertise_peer_urls.join(",")
         );
     }
-    let ids: Vec<MemberId> =
-        config.initial_cluster.iter().map(|(_, urls)| member_id(urls, &config.initial_cluster_token)).collect();
+    let ids: Vec<MemberId> = config
+        .initial_cluster
+        .iter()
+        .map(|(_, urls)| member_id(urls, &config.initial_cluster_token))
+        .collect();
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
@@ -143,7 +156,9 @@ fn identity(config: &MemberConfig, engine: &dyn Engine) -> anyhow::Result<(Membe
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("listen for {what} on {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen for {what} on {addr}"))
 }
 
 /// Runs one member until `shutdown` fires.
@@ -151,8 +166,10 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join("db");
-    let engine: Arc<dyn Engine> =
-        Arc::new(RocksEngine::open(&db_path).with_context(|| format!("open rocksdb at {}", db_path.display()))?);
+    let engine: Arc<dyn Engine> = Arc::new(
+        RocksEngine::open(&db_path)
+            .with_context(|| format!("open rocksdb at {}", db_path.display()))?,
+    );
     let (id, cluster_id, first_start) = identity(&config, engine.as_ref())?;
 
     // Bind before starting raft, so that a taken port fails the start at once.
@@ -164,7 +181,8 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
 
     let snapshot_dir = config.data_dir.join("snapshots");
     let log_store = LogStore::new(engine.clone()).context("start the raft log store")?;
-    let state_machine = StateMachine::open(engine.clone(), snapshot_dir.clone()).context("open the state machine")?;
+    let state_machine = StateMachine::open(engine.clone(), snapshot_dir.clone())
+        .context("open the state machine")?;
     let shared = state_machine.shared();
     let peers = Arc::new(Peers::default());
     let timing = config.timing.clone();
@@ -183,25 +201,42 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         ..Default::default()
     };
     let raft_config = Arc::new(raft_config.validate().context("raft configuration")?);
-    let raft: Raft = openraft::Raft::new(id, raft_config, NetworkFactory::new(peers.clone()), log_store, state_machine)
-        .await
-        .context("start raft")?;
+    let raft: Raft = openraft::Raft::new(
+        id,
+        raft_config,
+        NetworkFactory::new(peers.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("start raft")?;
 
     if first_start && config.initial_cluster_state == ClusterState::New {
         let members: BTreeMap<MemberId, MemberNode> = config
             .initial_cluster
             .iter()
             .map(|(name, urls)| {
-                (member_id(urls, &config.initial_cluster_token), MemberNode { name: name.clone(), peer_urls: urls.clone() })
+                (
+                    member_id(urls, &config.initial_cluster_token),
+                    MemberNode {
+                        name: name.clone(),
+                        peer_urls: urls.clone(),
+                    },
+                )
             })
             .collect();
         match raft.initialize(members).await {
-            Ok(()) => tracing::info!(members = config.initial_cluster.len(), "initialized a new cluster"),
+            Ok(()) => tracing::info!(
+                members = config.initial_cluster.len(),
+                "initialized a new cluster"
+            ),
             // Another member's initialization reached us first: fine.
             Err(e) => tracing::info!(error = %e, "cluster already initialized"),
         }
     } else if first_start {
-        bail!("--initial-cluster-state existing: joining a running cluster is not supported by this skiff-store yet");
+        bail!(
+            "--initial-cluster-state existing: joining a running cluster is not supported by this skiff-store yet"
+        );
     }
 
     let member = Arc::new(Member {
@@ -231,13 +266,18 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(peer_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), token.cancelled_owned())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(peer_listener),
+                token.cancelled_owned(),
+            )
             .await
             .context("peer server")
     });
     for listener in client_listeners {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<KvServer<kv::KvService>>().await;
+        health_reporter
+            .set_serving::<KvServer<kv::KvService>>()
+            .await;
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(health_service)
@@ -245,25 +285,42 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
                 KvServer::new(kv::KvService::new(member.clone()))
                     .max_decoding_message_size(CLIENT_MESSAGE_LIMIT_BYTES),
             )
-            .add_service(ClusterServer::new(cluster::ClusterService::new(member.clone())))
-            .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(member.clone())));
+            .add_service(ClusterServer::new(cluster::ClusterService::new(
+                member.clone(),
+            )))
+            .add_service(MaintenanceServer::new(
+                maintenance::MaintenanceService::new(member.clone()),
+            ));
         let token = shutdown.clone();
         tasks.spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    token.cancelled_owned(),
+                )
                 .await
                 .context("client server")
         });
     }
-    tasks.spawn(publish_attributes(member.clone(), config.advertise_client_urls.clone(), shutdown.clone()));
+    let published_urls = config
+        .advertise_client_urls
+        .iter()
+        .map(|u| published_client_url(u))
+        .collect();
+    tasks.spawn(publish_attributes(
+        member.clone(),
+        published_urls,
+        shutdown.clone(),
+    ));
 
     let mut result = Ok(());
     tokio::select! {
+        biased;
         () = shutdown.cancelled() => {}
         Some(joined) = tasks.join_next() => {
-            // A server ended on its own: that is a failure of the member.
             result = joined.context("server task panicked").and_then(|r| r);
-            if result.is_ok() {
+            // A server that ends before shutdown was asked for has failed.
+            if result.is_ok() && !shutdown.is_cancelled() {
                 result = Err(anyhow::anyhow!("a server stopped unexpectedly"));
             }
             shutdown.cancel();
@@ -280,9 +337,24 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not stop cleanly");
     }
-    engine.sync_wal().context("final sync of the write-ahead log")?;
+    engine
+        .sync_wal()
+        .context("final sync of the write-ahead log")?;
     tracing::info!("stopped");
     result
+}
+
+/// A client URL as the member list carries it: `http://host:port` becomes
+/// `host:port`. etcdctl 3.4 dials a member-list URL verbatim with grpc-go's
+/// passthrough resolver, which then sends the whole URL as the HTTP/2
+/// `:authority`; the h2 server under tonic refuses such a request as
+/// malformed (etcd's grpc-go server does not look). Every etcd client accepts
+/// `host:port` endpoints.
+pub fn published_client_url(url: &str) -> String {
+    url.strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// Announces this member's name and client URLs through raft, once they
@@ -293,15 +365,22 @@ async fn publish_attributes(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        let recorded = member.shared.member_attrs().ok().and_then(|attrs| attrs.get(&member.id).cloned());
+        let recorded = member
+            .shared
+            .member_attrs()
+            .ok()
+            .and_then(|attrs| attrs.get(&member.id).cloned());
         if recorded.is_some_and(|a| a.name == member.name && a.client_urls == client_urls) {
             tracing::info!("published name and client URLs");
             // Keep the task alive until shutdown, like the servers.
             shutdown.cancelled().await;
             return Ok(());
         }
-        let command =
-            Command::PublishMember { id: member.id, name: member.name.clone(), client_urls: client_urls.clone() };
+        let command = Command::PublishMember {
+            id: member.id,
+            name: member.name.clone(),
+            client_urls: client_urls.clone(),
+        };
         if let Err(status) = member.propose(command).await {
             tracing::debug!(%status, "publishing member attributes failed, retrying");
         }

@@ -7,7 +7,8 @@ use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use skiff_proto::skiffraftpb::raft_peer_server::RaftPeer;
 use skiff_proto::skiffraftpb::{
-    ForwardRequest, ForwardResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse, SnapshotChunk,
+    ForwardRequest, ForwardResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse,
+    SnapshotChunk,
 };
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
@@ -25,7 +26,10 @@ pub struct PeerService {
 
 impl PeerService {
     pub fn new(member: Arc<Member>, snapshot_dir: std::path::PathBuf) -> Self {
-        Self { member, snapshot_dir }
+        Self {
+            member,
+            snapshot_dir,
+        }
     }
 }
 
@@ -41,14 +45,24 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let req: VoteRequest<TypeConfig> = decode(&request.into_inner().payload).map_err(bad_payload)?;
+        let req: VoteRequest<TypeConfig> =
+            decode(&request.into_inner().payload).map_err(bad_payload)?;
         let result = self.member.raft.vote(req).await.map_err(|e| e.to_string());
         reply(&result)
     }
 
-    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let req: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().payload).map_err(bad_payload)?;
-        let result = self.member.raft.append_entries(req).await.map_err(|e| e.to_string());
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> =
+            decode(&request.into_inner().payload).map_err(bad_payload)?;
+        let result = self
+            .member
+            .raft
+            .append_entries(req)
+            .await
+            .map_err(|e| e.to_string());
         reply(&result)
     }
 
@@ -63,21 +77,41 @@ impl RaftPeer for PeerService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let vote: VoteOf<TypeConfig> = decode(&first.vote).map_err(bad_payload)?;
         let meta: SnapshotMetaOf<TypeConfig> = decode(&first.meta).map_err(bad_payload)?;
-        let path = self.snapshot_dir.join(format!("{}.recv", snapshot_name(&meta)));
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?);
-        file.write_all(&first.data).map_err(|e| Status::internal(e.to_string()))?;
+        let path = self
+            .snapshot_dir
+            .join(format!("{}.recv", snapshot_name(&meta)));
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?,
+        );
+        file.write_all(&first.data)
+            .map_err(|e| Status::internal(e.to_string()))?;
         while let Some(chunk) = stream.message().await? {
-            file.write_all(&chunk.data).map_err(|e| Status::internal(e.to_string()))?;
+            file.write_all(&chunk.data)
+                .map_err(|e| Status::internal(e.to_string()))?;
         }
-        let file = file.into_inner().map_err(|e| Status::internal(e.to_string()))?;
-        file.sync_all().map_err(|e| Status::internal(e.to_string()))?;
+        let file = file
+            .into_inner()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        file.sync_all()
+            .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(snapshot = %snapshot_name(&meta), "received snapshot");
-        let snapshot = SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot: SnapshotFile { path } };
-        let result = self.member.raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string());
+        let snapshot = SnapshotOf::<TypeConfig, SnapshotFile> {
+            meta,
+            snapshot: SnapshotFile { path },
+        };
+        let result = self
+            .member
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| e.to_string());
         reply(&result)
     }
 
-    async fn forward(&self, request: Request<ForwardRequest>) -> Result<Response<ForwardResponse>, Status> {
+    async fn forward(
+        &self,
+        request: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
         let deadline = Instant::now() + self.member.timing.request_timeout;
         let command: Command = decode(&request.into_inner().command).map_err(bad_payload)?;
         let outcome: ForwardOutcome = self.member.propose_local(command, deadline).await;
@@ -85,7 +119,10 @@ impl RaftPeer for PeerService {
         Ok(Response::new(ForwardResponse { response }))
     }
 
-    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         let deadline = Instant::now() + self.member.timing.request_timeout;
         let outcome = self.member.read_index_local(deadline).await;
         let payload = encode(&outcome).map_err(|e| Status::internal(e.to_string()))?;

@@ -10,8 +10,10 @@ pub mod msg {
     pub const NO_LEADER: &str = "etcdserver: no leader";
     pub const LEADER_CHANGED: &str = "etcdserver: leader changed";
     pub const TIMEOUT: &str = "etcdserver: request timed out";
-    pub const TIMEOUT_LEADER_FAIL: &str = "etcdserver: request timed out, possibly due to previous leader failure";
-    pub const TIMEOUT_APPLY: &str = "etcdserver: request timed out, waiting for the applied index took too long";
+    pub const TIMEOUT_LEADER_FAIL: &str =
+        "etcdserver: request timed out, possibly due to previous leader failure";
+    pub const TIMEOUT_APPLY: &str =
+        "etcdserver: request timed out, waiting for the applied index took too long";
     pub const STOPPED: &str = "etcdserver: server stopped";
     pub const NOT_LEADER: &str = "etcdserver: not leader";
     pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
