@@ -5,6 +5,7 @@
 #   g++           RocksDB itself is C++ (normally there already)
 #   etcd-client   Debian's etcdctl 3.4, which the compatibility tests drive
 #   cargo-nextest the test runner
+#   librocksdb.a  RocksDB's C++ library, compiled once per machine (below)
 # apt-get update runs once, only when something is to be installed; sudo is
 # used only when not root.
 
@@ -35,6 +36,47 @@ skiff_prereqs() {
         echo "==> installing cargo-nextest (cargo install --locked)"
         cargo install cargo-nextest --locked
     fi
+    skiff_rocksdb_lib
+}
+
+# RocksDB's C++ library, compiled once per machine outside any target
+# directory: .cargo/config.toml links it from ROCKSDB_LIB_DIR, so no cargo
+# build in the workspace compiles RocksDB. When the library is missing,
+# tests/rocksdb-lib (a package that only depends on librocksdb-sys) is built
+# in release mode, with ROCKSDB_COMPILE=1 and away from the checkout's cargo
+# config, and the librocksdb.a it compiled is copied there. Run from the
+# repository root.
+skiff_rocksdb_lib() {
+    local lib_dir
+    lib_dir="$(sed -n 's/^ROCKSDB_LIB_DIR *= *"\(.*\)".*/\1/p' .cargo/config.toml)"
+    if [ -z "$lib_dir" ]; then
+        echo "error: no ROCKSDB_LIB_DIR in .cargo/config.toml" >&2
+        return 1
+    fi
+    if [ -f "$lib_dir/librocksdb.a" ]; then
+        echo "==> RocksDB library present: $lib_dir/librocksdb.a"
+        return 0
+    fi
+    local work="${lib_dir%/lib}/build"
+    echo "==> compiling RocksDB's C++ library once for this machine (about 20 minutes on two cores)"
+    echo "    in $work, for $lib_dir"
+    rm -rf "$work/package"
+    mkdir -p "$work/package" "$lib_dir"
+    cp -R tests/rocksdb-lib/. "$work/package/"
+    (
+        cd "$work/package"
+        env -u ROCKSDB_LIB_DIR -u ROCKSDB_STATIC -u CARGO_TARGET_DIR ROCKSDB_COMPILE=1 \
+            cargo build --release --target-dir "$work/target"
+    )
+    local built
+    built="$(ls -t "$work"/target/release/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1)"
+    if [ -z "$built" ]; then
+        echo "error: the RocksDB build in $work produced no librocksdb.a" >&2
+        return 1
+    fi
+    cp "$built" "$lib_dir/.librocksdb.a.partial"
+    mv "$lib_dir/.librocksdb.a.partial" "$lib_dir/librocksdb.a"
+    echo "==> RocksDB library installed: $lib_dir/librocksdb.a"
 }
 
 # The target directory cargo uses here (.cargo/config.toml puts it outside the

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use skiff_tests::{Cluster, Table, cmd};
+use skiff_tests::{Cluster, Table, cmd, strip_scheme};
 
 #[tokio::test]
 async fn skiff_kv_put_get_del_compact() {
@@ -101,7 +101,7 @@ async fn skiff_member_list() {
     for i in 0..cluster.len() {
         let line = text
             .lines()
-            .find(|line| line.contains(&cluster.client_url(i)))
+            .find(|line| line.contains(&cluster.client_addr(i)))
             .unwrap_or_else(|| panic!("no line with {}'s client URL: {out}", cluster.name(i)));
         assert!(
             line.contains(cluster.name(i)),
@@ -130,8 +130,12 @@ async fn skiff_endpoint_status_cluster_table() {
         .await;
     let table = Table::parse(&out.success().stdout);
     assert_eq!(table.rows.len(), 3, "one row per member: {out}");
-    let endpoints: BTreeSet<&str> = table.column("ENDPOINT").into_iter().collect();
-    let expected: BTreeSet<String> = (0..cluster.len()).map(|i| cluster.client_url(i)).collect();
+    let endpoints: BTreeSet<&str> = table
+        .column("ENDPOINT")
+        .into_iter()
+        .map(strip_scheme)
+        .collect();
+    let expected: BTreeSet<String> = (0..cluster.len()).map(|i| cluster.client_addr(i)).collect();
     assert_eq!(
         endpoints,
         expected.iter().map(String::as_str).collect(),
@@ -142,15 +146,15 @@ async fn skiff_endpoint_status_cluster_table() {
         .collect();
     assert_eq!(leaders.len(), 1, "exactly one leader: {out}");
     assert_eq!(
-        table.cell(leaders[0], "ENDPOINT"),
-        cluster.client_url(leader),
+        strip_scheme(table.cell(leaders[0], "ENDPOINT")),
+        cluster.client_addr(leader),
         "{out}"
     );
 
     let out = cluster.skiff(&["endpoint", "health"]).await;
     let report = out.success().combined();
     for i in 0..cluster.len() {
-        let url = cluster.client_url(i);
+        let url = cluster.client_addr(i);
         let line = report.lines().find(|l| l.contains(&url));
         let line = line.unwrap_or_else(|| panic!("no health line for {url}: {out}"));
         assert!(

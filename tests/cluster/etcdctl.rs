@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use skiff_tests::{Cluster, Table};
+use skiff_tests::{Cluster, Table, strip_scheme};
 
 #[tokio::test]
 async fn etcdctl_put_get_del() {
@@ -168,6 +168,7 @@ async fn etcdctl_compaction() {
 
 #[tokio::test]
 async fn etcdctl_member_list() {
+    // Client URLs are compared without their scheme: see `Cluster::client_addr`.
     let cluster = Cluster::start(3).await;
     // Simple output: `ID, STATUS, NAME, PEER ADDRS, CLIENT ADDRS, IS LEARNER`.
     let out = cluster.etcdctl(&["member", "list"]).await;
@@ -175,8 +176,9 @@ async fn etcdctl_member_list() {
     assert_eq!(lines.len(), 3, "one line per member: {out}");
     let mut seen = BTreeSet::new();
     for line in lines {
-        let fields: Vec<&str> = line.split(", ").collect();
+        let mut fields: Vec<&str> = line.split(", ").collect();
         assert_eq!(fields.len(), 6, "{line:?} in {out}");
+        fields[4] = strip_scheme(fields[4]);
         let i = (0..cluster.len())
             .find(|&i| cluster.name(i) == fields[2])
             .unwrap_or_else(|| panic!("unknown member name in {line:?}"));
@@ -185,7 +187,7 @@ async fn etcdctl_member_list() {
             "started".to_string(),
             cluster.name(i).to_string(),
             cluster.peer_url(i),
-            cluster.client_url(i),
+            cluster.client_addr(i),
             "false".to_string(),
         ];
         assert_eq!(fields, expected, "member list line of {}", cluster.name(i));
@@ -219,8 +221,11 @@ async fn etcdctl_member_list() {
             .unwrap_or_else(|| panic!("no row for {}: {out}", cluster.name(i)));
         assert_eq!(row[0], format!("{:x}", cluster.member_id(i)), "{out}");
         assert_eq!(
-            (row[3].as_str(), row[4].as_str()),
-            (cluster.peer_url(i).as_str(), cluster.client_url(i).as_str())
+            (row[3].as_str(), strip_scheme(&row[4])),
+            (
+                cluster.peer_url(i).as_str(),
+                cluster.client_addr(i).as_str()
+            )
         );
     }
 }
@@ -249,8 +254,12 @@ async fn etcdctl_endpoint_status_and_health() {
         table.index(column);
     }
     assert_eq!(table.rows.len(), 3, "one row per member: {out}");
-    let endpoints: BTreeSet<&str> = table.column("ENDPOINT").into_iter().collect();
-    let expected: BTreeSet<String> = (0..cluster.len()).map(|i| cluster.client_url(i)).collect();
+    let endpoints: BTreeSet<&str> = table
+        .column("ENDPOINT")
+        .into_iter()
+        .map(strip_scheme)
+        .collect();
+    let expected: BTreeSet<String> = (0..cluster.len()).map(|i| cluster.client_addr(i)).collect();
     assert_eq!(
         endpoints,
         expected.iter().map(String::as_str).collect(),
@@ -261,8 +270,8 @@ async fn etcdctl_endpoint_status_and_health() {
         .collect();
     assert_eq!(leaders.len(), 1, "exactly one leader: {out}");
     assert_eq!(
-        table.cell(leaders[0], "ENDPOINT"),
-        cluster.client_url(leader),
+        strip_scheme(table.cell(leaders[0], "ENDPOINT")),
+        cluster.client_addr(leader),
         "{out}"
     );
     assert_eq!(
@@ -282,7 +291,7 @@ async fn etcdctl_endpoint_status_and_health() {
     for i in 0..cluster.len() {
         let healthy = format!(
             "{} is healthy: successfully committed proposal",
-            cluster.client_url(i)
+            cluster.client_addr(i)
         );
         assert!(report.contains(&healthy), "no {healthy:?} in: {out}");
     }

@@ -2,8 +2,9 @@
 //!
 //! [`Cluster::start`] picks free ports (binding `127.0.0.1:0`), starts every
 //! member with etcd's flags, a data dir and a log file of its own in one
-//! temporary directory, and returns once every member serves and agrees on a
-//! leader. A start that loses a port to another process is retried whole.
+//! temporary directory, and returns once every member serves, all agree on a
+//! leader and every member's MemberList shows every member's client URLs. A
+//! start that loses a port to another process is retried whole.
 //!
 //! Member control: [`Cluster::kill`] (SIGKILL), [`Cluster::stop`] (SIGTERM,
 //! asserting a clean exit), [`Cluster::restart`] (same flags, same data dir),
@@ -23,7 +24,8 @@ use skiff_proto::etcdserverpb::cluster_client::ClusterClient;
 use skiff_proto::etcdserverpb::kv_client::KvClient;
 use skiff_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use skiff_proto::etcdserverpb::{
-    PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse,
+    MemberListRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest,
+    StatusResponse,
 };
 use skiff_proto::mvccpb::KeyValue;
 use tokio::process::{Child, Command};
@@ -76,7 +78,8 @@ enum StartError {
 
 impl Cluster {
     /// Starts `n` members named `s1..sN` on free loopback ports and waits until
-    /// every one serves clients and all agree on a leader.
+    /// every one serves clients, all agree on a leader and all have published
+    /// their client URLs.
     pub async fn start(n: usize) -> Cluster {
         assert!(n > 0, "a cluster needs at least one member");
         let store_bin = bins::store_bin();
@@ -93,6 +96,7 @@ impl Cluster {
                 Ok(()) => {
                     cluster.wait_for_leader(LEADER_TIMEOUT).await;
                     cluster.learn_member_ids().await;
+                    cluster.wait_for_published_members().await;
                     return cluster;
                 }
                 Err(StartError::PortTaken(why)) if attempt < START_ATTEMPTS => {
@@ -192,6 +196,8 @@ impl Cluster {
         let child = Command::new(&self.store_bin)
             .args(&member.args)
             .env("RUST_LOG", rust_log)
+            // Plain text in the log files: no terminal colour codes.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr))
@@ -280,6 +286,48 @@ impl Cluster {
         }
     }
 
+    /// Waits until every member's MemberList shows every member with its name
+    /// and client URLs. A member publishes those through raft once it runs
+    /// (etcd's "publish"); etcd serves no client before its own publish has
+    /// committed, skiff-store may, so a new cluster is ready only then.
+    async fn wait_for_published_members(&self) {
+        let n = self.len();
+        for i in 0..n {
+            wait_for(
+                format!(
+                    "{}'s member list to show all {n} members with client URLs",
+                    self.name(i)
+                ),
+                LEADER_TIMEOUT,
+                async || {
+                    let mut client =
+                        ClusterClient::new(self.channel_with_timeout(i, PROBE_TIMEOUT));
+                    let request = MemberListRequest {
+                        linearizable: false,
+                    };
+                    let response = client
+                        .member_list(request)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let members = response.into_inner().members;
+                    let published = members
+                        .iter()
+                        .filter(|m| !m.name.is_empty() && !m.client_ur_ls.is_empty())
+                        .count();
+                    if members.len() == n && published == n {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{published} of {} members published: {members:?}",
+                            members.len()
+                        ))
+                    }
+                },
+            )
+            .await;
+        }
+    }
+
     // ---- Facts about members -------------------------------------------------
 
     /// Number of members.
@@ -300,6 +348,17 @@ impl Cluster {
     /// The client URL of member `i`, `http://127.0.0.1:PORT`.
     pub fn client_url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// The client address of member `i`, `127.0.0.1:PORT`: its client URL
+    /// without the scheme. Compare what tools print with it through
+    /// [`strip_scheme`]: skiff-store publishes `host:port` client URLs in
+    /// MemberList where etcd publishes the advertised URL, because etcdctl 3.4
+    /// sends a member-list URL with its scheme as the HTTP/2 `:authority`,
+    /// which the server's HTTP/2 stack refuses (see `published_client_url` in
+    /// store/src/server/mod.rs).
+    pub fn client_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.members[i].client_port)
     }
 
     /// The peer URL of member `i`, `http://127.0.0.1:PORT`.
@@ -758,6 +817,14 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// `url` without an `http://` scheme and a trailing `/`: how to compare a
+/// client URL a tool printed with [`Cluster::client_addr`].
+pub fn strip_scheme(url: &str) -> &str {
+    url.strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/')
 }
 
 /// The `range_end` that selects every key starting with `prefix`: the prefix

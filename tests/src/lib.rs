@@ -22,7 +22,7 @@ pub mod history;
 pub mod status;
 pub mod wait;
 
-pub use cluster::{Cluster, prefix_end};
+pub use cluster::{Cluster, prefix_end, strip_scheme};
 pub use cmd::{CmdOutput, Table};
 pub use status::assert_status;
 pub use wait::{Check, try_wait_for, wait_for};
