@@ -32,6 +32,11 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 pub const PEER_MESSAGE_LIMIT_BYTES: usize = 64 << 20;
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// The least time a raft RPC may take. openraft gives AppendEntries about a
+/// heartbeat interval, which a large batch plus the follower's fsync exceeds
+/// on a busy machine; a timed-out append is resent whole, so it could never
+/// get through.
+const PEER_RPC_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
 
 /// Channels to the other members, one per member, connected on first use.
 #[derive(Default)]
@@ -132,7 +137,7 @@ impl PeerNetwork {
     {
         let payload = encode(req).map_err(network_error)?;
         let mut request = tonic::Request::new(RaftMessage { payload });
-        request.set_timeout(option.soft_ttl());
+        request.set_timeout(option.soft_ttl().max(PEER_RPC_TIMEOUT_FLOOR));
         let response = f(self.client()?, request).await.map_err(|status| {
             tracing::debug!(target_member = %format_args!("{:x}", self.target), %status, "raft rpc failed");
             unreachable(status)
