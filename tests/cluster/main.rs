@@ -18,3 +18,4 @@ mod failover;
 mod kv;
 mod linearizability;
 mod mvcc;
+mod watch;

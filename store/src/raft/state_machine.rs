@@ -26,12 +26,12 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use skiff_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::codec::{decode, encode};
 use super::types::{Command, CommandReply, MemberId, TypeConfig, WireStatus};
 use crate::engine::{Cf, Durability, Engine, WriteBatch};
-use crate::mvcc::{ApplyBatch, KvError, Mvcc};
+use crate::mvcc::{ApplyBatch, Committed, KvError, Mvcc};
 use crate::server::status::kv_error_status;
 
 const KEY_APPLIED: &[u8] = b"raft/applied";
@@ -54,9 +54,16 @@ pub struct MemberAttrs {
 pub struct Shared {
     pub mvcc: Mvcc,
     applied_tx: watch::Sender<u64>,
+    /// What each commit wrote, for the watchers.
+    events_tx: broadcast::Sender<Arc<Committed>>,
 }
 
 impl Shared {
+    /// Follows what every later commit writes.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.events_tx.subscribe()
+    }
+
     /// The index of the last applied log entry.
     pub fn applied_index(&self) -> u64 {
         *self.applied_tx.borrow()
@@ -150,8 +157,13 @@ impl StateMachine {
             read_meta(engine.as_ref(), KEY_APPLIED)?.flatten();
         let mvcc = Mvcc::open(engine).map_err(to_io)?;
         let (applied_tx, _) = watch::channel(applied.map_or(0, |id| id.index()));
+        let (events_tx, _) = broadcast::channel(crate::server::watch::BROADCAST_CAPACITY);
         Ok(Self {
-            shared: Arc::new(Shared { mvcc, applied_tx }),
+            shared: Arc::new(Shared {
+                mvcc,
+                applied_tx,
+                events_tx,
+            }),
             snapshot_dir,
         })
     }
@@ -299,8 +311,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             replies.push((responder, reply));
         }
         extra.put(Cf::SmMeta, KEY_APPLIED, encode(&Some(last))?);
-        mvcc.commit(batch, extra, Durability::Buffered)
+        let committed = mvcc
+            .commit(batch, extra, Durability::Buffered)
             .map_err(to_io)?;
+        if !committed.events.is_empty() {
+            // No receiver is fine: nobody watches.
+            let _ = self.shared.events_tx.send(Arc::new(committed));
+        }
         for (responder, reply) in replies {
             if let Some(responder) = responder {
                 responder.send(reply);

@@ -8,6 +8,7 @@ pub mod maintenance;
 pub mod member;
 pub mod peer;
 pub mod status;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use openraft::{Config, SnapshotPolicy};
 use skiff_proto::etcdserverpb::cluster_server::ClusterServer;
 use skiff_proto::etcdserverpb::kv_server::KvServer;
 use skiff_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use skiff_proto::etcdserverpb::watch_server::WatchServer;
 use skiff_proto::skiffraftpb::raft_peer_server::RaftPeerServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -290,7 +292,8 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
             )))
             .add_service(MaintenanceServer::new(
                 maintenance::MaintenanceService::new(member.clone()),
-            ));
+            ))
+            .add_service(WatchServer::new(watch::WatchService::new(member.clone())));
         let token = shutdown.clone();
         tasks.spawn(async move {
             router

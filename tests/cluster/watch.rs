@@ -1,0 +1,342 @@
+//! The Watch service: history replay then live events, in revision order,
+//! no gap, no duplicate, one revision never split across responses;
+//! resumption from the revision after the last one seen; a watch on a
+//! follower across a leader change; filters; cancellation on compaction.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use skiff_proto::etcdserverpb::watch_client::WatchClient;
+use skiff_proto::etcdserverpb::watch_create_request::FilterType;
+use skiff_proto::etcdserverpb::watch_request::RequestUnion;
+use skiff_proto::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCreateRequest,
+    WatchRequest, WatchResponse, request_op,
+};
+use skiff_proto::mvccpb::event::EventType;
+use skiff_tests::{Cluster, LEADER_TIMEOUT, prefix_end};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// How long a test waits for the next watch response.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One received event, as the tests compare them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    revision: i64,
+    key: String,
+    kind: &'static str,
+    value: String,
+    prev_value: Option<String>,
+}
+
+struct Stream {
+    requests: mpsc::Sender<WatchRequest>,
+    responses: tonic::Streaming<WatchResponse>,
+    /// Revisions seen so far, to check that none is split across responses.
+    revisions_seen: BTreeSet<i64>,
+}
+
+impl Stream {
+    async fn open(cluster: &Cluster, i: usize) -> Stream {
+        let (requests, rx) = mpsc::channel(16);
+        let mut client =
+            WatchClient::new(cluster.channel_with_timeout(i, Duration::from_secs(300)));
+        let responses = client
+            .watch(ReceiverStream::new(rx))
+            .await
+            .unwrap_or_else(|e| panic!("open a watch stream on {}: {e:?}", cluster.name(i)))
+            .into_inner();
+        Stream {
+            requests,
+            responses,
+            revisions_seen: BTreeSet::new(),
+        }
+    }
+
+    async fn next(&mut self) -> WatchResponse {
+        match tokio::time::timeout(RESPONSE_TIMEOUT, self.responses.message()).await {
+            Ok(Ok(Some(response))) => response,
+            Ok(Ok(None)) => panic!("the watch stream ended"),
+            Ok(Err(status)) => panic!("the watch stream failed: {status:?}"),
+            Err(_) => panic!("no watch response within {RESPONSE_TIMEOUT:?}"),
+        }
+    }
+
+    async fn create(&mut self, create: WatchCreateRequest) -> WatchResponse {
+        let request = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(create)),
+        };
+        self.requests
+            .send(request)
+            .await
+            .expect("send a create request");
+        let created = self.next().await;
+        assert!(
+            created.created,
+            "the first response to a create is `created`: {created:?}"
+        );
+        created
+    }
+
+    /// Receives events until one at or past `last_revision` arrived, checking
+    /// that responses never split a revision and events come in order.
+    async fn events_through(&mut self, last_revision: i64) -> Vec<Seen> {
+        let mut seen: Vec<Seen> = Vec::new();
+        while seen.last().is_none_or(|s| s.revision < last_revision) {
+            let response = self.next().await;
+            assert!(!response.canceled, "the watch was cancelled: {response:?}");
+            let mut in_response = BTreeSet::new();
+            for event in &response.events {
+                let kv = event.kv.as_ref().expect("an event has a kv");
+                in_response.insert(kv.mod_revision);
+                seen.push(Seen {
+                    revision: kv.mod_revision,
+                    key: String::from_utf8_lossy(&kv.key).into_owned(),
+                    kind: if event.r#type == EventType::Put as i32 {
+                        "PUT"
+                    } else {
+                        "DELETE"
+                    },
+                    value: String::from_utf8_lossy(&kv.value).into_owned(),
+                    prev_value: event
+                        .prev_kv
+                        .as_ref()
+                        .map(|p| String::from_utf8_lossy(&p.value).into_owned()),
+                });
+            }
+            for revision in in_response {
+                assert!(
+                    self.revisions_seen.insert(revision),
+                    "revision {revision} arrived in two responses (split or duplicated)"
+                );
+            }
+        }
+        assert!(
+            seen.windows(2).all(|w| w[0].revision <= w[1].revision),
+            "events out of revision order: {seen:#?}"
+        );
+        seen
+    }
+}
+
+fn put_op(key: &str, value: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn prefix_watch(prefix: &str, start_revision: i64) -> WatchCreateRequest {
+    WatchCreateRequest {
+        key: prefix.into(),
+        range_end: prefix_end(prefix.as_bytes()),
+        start_revision,
+        prev_kv: true,
+        ..Default::default()
+    }
+}
+
+/// What the writes in `watch_replays_history_then_follows_live` must produce.
+fn seen(revision: i64, key: &str, kind: &'static str, value: &str, prev: Option<&str>) -> Seen {
+    Seen {
+        revision,
+        key: key.into(),
+        kind,
+        value: value.into(),
+        prev_value: prev.map(Into::into),
+    }
+}
+
+#[tokio::test]
+async fn watch_replays_history_then_follows_live() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let follower = cluster.others(leader)[0];
+
+    let r1 = cluster
+        .must_put(leader, "w/a", "1")
+        .await
+        .header
+        .expect("header")
+        .revision;
+    cluster.must_put(leader, "other", "x").await;
+    let txn = TxnRequest {
+        success: vec![put_op("w/b", "2"), put_op("w/c", "3"), put_op("w/a", "4")],
+        ..Default::default()
+    };
+    let r_txn = cluster
+        .client(leader)
+        .txn(txn)
+        .await
+        .expect("txn")
+        .into_inner()
+        .header
+        .expect("header")
+        .revision;
+    let deleted = cluster
+        .client(leader)
+        .delete_range(DeleteRangeRequest {
+            key: "w/b".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+    let r_del = deleted.into_inner().header.expect("header").revision;
+
+    // History from the first write, on a follower.
+    let mut stream = Stream::open(&cluster, follower).await;
+    stream.create(prefix_watch("w/", r1)).await;
+    let history = stream.events_through(r_del).await;
+    assert_eq!(
+        history,
+        vec![
+            seen(r1, "w/a", "PUT", "1", None),
+            seen(r_txn, "w/b", "PUT", "2", None),
+            seen(r_txn, "w/c", "PUT", "3", None),
+            seen(r_txn, "w/a", "PUT", "4", Some("1")),
+            seen(r_del, "w/b", "DELETE", "", Some("2")),
+        ],
+        "replayed history"
+    );
+
+    // Live events through another member reach the same watcher.
+    let mut expected = Vec::new();
+    let mut last = r_del;
+    for n in 0..20 {
+        let key = format!("w/live{n}");
+        last = cluster
+            .must_put(cluster.others(follower)[n % 2], &key, "v")
+            .await
+            .header
+            .expect("header")
+            .revision;
+        expected.push(seen(last, &key, "PUT", "v", None));
+    }
+    assert_eq!(stream.events_through(last).await, expected, "live events");
+}
+
+#[tokio::test]
+async fn watch_on_follower_survives_leader_kill_and_resumes_without_loss() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let follower = cluster.others(leader)[0];
+    let writer = cluster.others(leader)[1];
+
+    let mut stream = Stream::open(&cluster, follower).await;
+    stream.create(prefix_watch("f/", 0)).await;
+
+    let mut revisions = Vec::new();
+    for n in 0..10 {
+        revisions.push(
+            cluster
+                .must_put(writer, format!("f/{n}"), "before")
+                .await
+                .header
+                .expect("header")
+                .revision,
+        );
+    }
+    cluster.kill(leader).await;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    for n in 10..20 {
+        revisions.push(
+            cluster
+                .must_put(writer, format!("f/{n}"), "after")
+                .await
+                .header
+                .expect("header")
+                .revision,
+        );
+    }
+    let events = stream
+        .events_through(*revisions.last().expect("writes"))
+        .await;
+    let got: Vec<i64> = events.iter().map(|e| e.revision).collect();
+    assert_eq!(
+        got, revisions,
+        "every write, once, in order, across the leader change"
+    );
+
+    // A new watch resumed from the revision after the 15th event sees
+    // exactly the last five.
+    let resume_from = events[14].revision + 1;
+    let mut resumed = Stream::open(&cluster, writer).await;
+    resumed.create(prefix_watch("f/", resume_from)).await;
+    let rest = resumed
+        .events_through(*revisions.last().expect("writes"))
+        .await;
+    assert_eq!(rest, events[15..].to_vec(), "resumed watch");
+}
+
+#[tokio::test]
+async fn watch_filters_and_cancellation_on_compaction() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+
+    let mut stream = Stream::open(&cluster, leader).await;
+    let mut only_deletes = prefix_watch("d/", 0);
+    only_deletes.filters = vec![FilterType::Noput as i32];
+    only_deletes.prev_kv = false;
+    stream.create(only_deletes).await;
+    cluster.must_put(leader, "d/1", "a").await;
+    let deleted = cluster
+        .client(leader)
+        .delete_range(DeleteRangeRequest {
+            key: "d/1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete")
+        .into_inner()
+        .header
+        .expect("header")
+        .revision;
+    let events = stream.events_through(deleted).await;
+    assert_eq!(
+        events,
+        vec![seen(deleted, "d/1", "DELETE", "", None)],
+        "NOPUT leaves only the delete, no prev_kv"
+    );
+
+    // A watch from below the compacted revision is cancelled with it.
+    let compact_at = cluster
+        .must_put(leader, "d/2", "b")
+        .await
+        .header
+        .expect("header")
+        .revision;
+    cluster
+        .client(leader)
+        .compact(CompactionRequest {
+            revision: compact_at,
+            physical: true,
+        })
+        .await
+        .expect("compact");
+    let mut old = Stream::open(&cluster, leader).await;
+    let request = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(prefix_watch("d/", 2))),
+    };
+    old.requests
+        .send(request)
+        .await
+        .expect("send a create request");
+    let mut cancelled = old.next().await;
+    if cancelled.created && !cancelled.canceled {
+        cancelled = old.next().await;
+    }
+    assert!(
+        cancelled.canceled,
+        "watch below the compaction is cancelled: {cancelled:?}"
+    );
+    assert_eq!(cancelled.compact_revision, compact_at, "{cancelled:?}");
+    assert_eq!(
+        cancelled.cancel_reason,
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+}
