@@ -2,11 +2,10 @@
 //! `endpoint` commands, with etcdctl's output where etcdctl has one, and one
 //! clear error line with exit status 1 when no endpoint answers.
 
-use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use skiff_tests::{Cluster, Table, cmd, strip_scheme};
+use skiff_tests::{Cluster, Table, cmd};
 
 #[tokio::test]
 async fn skiff_kv_put_get_del_compact() {
@@ -129,27 +128,7 @@ async fn skiff_endpoint_status_cluster_table() {
         .skiff(&["endpoint", "status", "--cluster", "-w", "table"])
         .await;
     let table = Table::parse(&out.success().stdout);
-    assert_eq!(table.rows.len(), 3, "one row per member: {out}");
-    let endpoints: BTreeSet<&str> = table
-        .column("ENDPOINT")
-        .into_iter()
-        .map(strip_scheme)
-        .collect();
-    let expected: BTreeSet<String> = (0..cluster.len()).map(|i| cluster.client_addr(i)).collect();
-    assert_eq!(
-        endpoints,
-        expected.iter().map(String::as_str).collect(),
-        "{out}"
-    );
-    let leaders: Vec<usize> = (0..3)
-        .filter(|&r| table.cell(r, "IS LEADER") == "true")
-        .collect();
-    assert_eq!(leaders.len(), 1, "exactly one leader: {out}");
-    assert_eq!(
-        strip_scheme(table.cell(leaders[0], "ENDPOINT")),
-        cluster.client_addr(leader),
-        "{out}"
-    );
+    cluster.assert_status_table(&table, leader, &out);
 
     let out = cluster.skiff(&["endpoint", "health"]).await;
     let report = out.success().combined();

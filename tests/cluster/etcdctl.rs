@@ -253,29 +253,12 @@ async fn etcdctl_endpoint_status_and_health() {
     ] {
         table.index(column);
     }
-    assert_eq!(table.rows.len(), 3, "one row per member: {out}");
-    let endpoints: BTreeSet<&str> = table
-        .column("ENDPOINT")
-        .into_iter()
-        .map(strip_scheme)
-        .collect();
-    let expected: BTreeSet<String> = (0..cluster.len()).map(|i| cluster.client_addr(i)).collect();
+    cluster.assert_status_table(&table, leader, &out);
+    let leader_row = (0..table.rows.len())
+        .find(|&r| table.cell(r, "IS LEADER") == "true")
+        .expect("a leader row");
     assert_eq!(
-        endpoints,
-        expected.iter().map(String::as_str).collect(),
-        "{out}"
-    );
-    let leaders: Vec<usize> = (0..3)
-        .filter(|&r| table.cell(r, "IS LEADER") == "true")
-        .collect();
-    assert_eq!(leaders.len(), 1, "exactly one leader: {out}");
-    assert_eq!(
-        strip_scheme(table.cell(leaders[0], "ENDPOINT")),
-        cluster.client_addr(leader),
-        "{out}"
-    );
-    assert_eq!(
-        table.cell(leaders[0], "ID"),
+        table.cell(leader_row, "ID"),
         format!("{:x}", cluster.member_id(leader)),
         "{out}"
     );

@@ -131,6 +131,22 @@ fn put_op(key: &str, value: &str) -> RequestOp {
     }
 }
 
+/// Deletes `key` through member `i`; the revision of the delete.
+async fn must_delete(cluster: &Cluster, i: usize, key: &str) -> i64 {
+    let request = DeleteRangeRequest {
+        key: key.into(),
+        ..Default::default()
+    };
+    let response = cluster
+        .client(i)
+        .delete_range(request)
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(response.deleted, 1, "deleted {key}");
+    response.header.expect("header").revision
+}
+
 fn prefix_watch(prefix: &str, start_revision: i64) -> WatchCreateRequest {
     WatchCreateRequest {
         key: prefix.into(),
@@ -178,15 +194,7 @@ async fn watch_replays_history_then_follows_live() {
         .header
         .expect("header")
         .revision;
-    let deleted = cluster
-        .client(leader)
-        .delete_range(DeleteRangeRequest {
-            key: "w/b".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("delete");
-    let r_del = deleted.into_inner().header.expect("header").revision;
+    let r_del = must_delete(&cluster, leader, "w/b").await;
 
     // History from the first write, on a follower.
     let mut stream = Stream::open(&cluster, follower).await;
@@ -284,18 +292,7 @@ async fn watch_filters_and_cancellation_on_compaction() {
     only_deletes.prev_kv = false;
     stream.create(only_deletes).await;
     cluster.must_put(leader, "d/1", "a").await;
-    let deleted = cluster
-        .client(leader)
-        .delete_range(DeleteRangeRequest {
-            key: "d/1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("delete")
-        .into_inner()
-        .header
-        .expect("header")
-        .revision;
+    let deleted = must_delete(&cluster, leader, "d/1").await;
     let events = stream.events_through(deleted).await;
     assert_eq!(
         events,

@@ -574,6 +574,38 @@ impl Cluster {
 
     // ---- Talking to members ------------------------------------------------------
 
+    /// Checks an `endpoint status --cluster -w table` of this cluster: one row
+    /// per member, their client addresses, and `leader` alone marked leader.
+    pub fn assert_status_table(
+        &self,
+        table: &crate::Table,
+        leader: usize,
+        out: &impl std::fmt::Display,
+    ) {
+        assert_eq!(table.rows.len(), self.len(), "one row per member: {out}");
+        let endpoints: std::collections::BTreeSet<&str> = table
+            .column("ENDPOINT")
+            .into_iter()
+            .map(strip_scheme)
+            .collect();
+        let expected: std::collections::BTreeSet<String> =
+            (0..self.len()).map(|i| self.client_addr(i)).collect();
+        assert_eq!(
+            endpoints,
+            expected.iter().map(String::as_str).collect(),
+            "{out}"
+        );
+        let leaders: Vec<usize> = (0..table.rows.len())
+            .filter(|&r| table.cell(r, "IS LEADER") == "true")
+            .collect();
+        assert_eq!(leaders.len(), 1, "exactly one leader: {out}");
+        assert_eq!(
+            strip_scheme(table.cell(leaders[0], "ENDPOINT")),
+            self.client_addr(leader),
+            "{out}"
+        );
+    }
+
     /// A lazily connecting channel to member `i` whose calls time out after `timeout`.
     pub fn channel_with_timeout(&self, i: usize, timeout: Duration) -> Channel {
         Endpoint::from_shared(self.client_url(i))
