@@ -16,6 +16,7 @@ mod cli;
 mod etcdctl;
 mod failover;
 mod kv;
+mod lease;
 mod linearizability;
 mod mvcc;
 mod watch;

@@ -226,7 +226,8 @@ impl<'a> ApplyBatch<'a> {
         }
     }
 
-    fn lease_exists(&self, id: i64) -> Result<bool, KvError> {
+    /// Whether lease `id` exists, counting this batch's own writes.
+    pub fn lease_exists(&self, id: i64) -> Result<bool, KvError> {
         Ok(self
             .source()
             .get(Cf::Lease, &keys::lease_key(id))?

@@ -37,6 +37,8 @@ use crate::server::status::kv_error_status;
 const KEY_APPLIED: &[u8] = b"raft/applied";
 const KEY_MEMBERSHIP: &[u8] = b"raft/membership";
 const MEMBER_PREFIX: &[u8] = b"member/";
+/// `lease/<id>` holds when lease `id` expires, in ms since the Unix epoch.
+const LEASE_DEADLINE_PREFIX: &[u8] = b"lease/";
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SKFSNAP1";
 /// Snapshots kept on disk: the current one and the one before.
@@ -95,6 +97,32 @@ impl Shared {
         Ok(out)
     }
 
+    /// When lease `id` expires (ms since the Unix epoch), if it exists.
+    pub fn lease_deadline(&self, id: i64) -> io::Result<Option<i64>> {
+        read_meta(self.mvcc.engine().as_ref(), &lease_deadline_key(id))
+    }
+
+    /// Every lease's deadline (ms since the Unix epoch), by lease id.
+    pub fn lease_deadlines(&self) -> io::Result<Vec<(i64, i64)>> {
+        let end = prefix_end(LEASE_DEADLINE_PREFIX);
+        let mut out = Vec::new();
+        let engine = self.mvcc.engine();
+        for item in engine.scan(
+            Cf::SmMeta,
+            Bound::Included(LEASE_DEADLINE_PREFIX),
+            Bound::Excluded(&end),
+            false,
+        ) {
+            let (key, value) = item.map_err(to_io)?;
+            let id_bytes: [u8; 8] =
+                key[LEASE_DEADLINE_PREFIX.len()..].try_into().map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidData, "bad lease deadline key")
+                })?;
+            out.push((i64::from_be_bytes(id_bytes), decode(&value)?));
+        }
+        Ok(out)
+    }
+
     /// The last membership the state machine applied.
     pub fn membership(&self) -> io::Result<StoredMembershipOf<TypeConfig>> {
         Ok(read_meta(self.mvcc.engine().as_ref(), KEY_MEMBERSHIP)?.unwrap_or_default())
@@ -134,6 +162,12 @@ pub fn snapshot_name(meta: &SnapshotMetaOf<TypeConfig>) -> String {
         Some(id) => format!("{:020}-{}", id.index(), id.committed_leader_id()),
         None => "00000000000000000000-none".to_string(),
     }
+}
+
+fn lease_deadline_key(id: i64) -> Vec<u8> {
+    let mut key = LEASE_DEADLINE_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
 }
 
 /// A snapshot on disk: the data file written by [`SnapshotBuilder`] or
@@ -215,6 +249,26 @@ impl StateMachine {
             Command::DeleteRange(b) => run(batch, b, |b, r: &DeleteRangeRequest| b.delete_range(r)),
             Command::Txn(b) => run(batch, b, |b, r: &TxnRequest| b.txn(r)),
             Command::Compact(b) => run(batch, b, |b, r: &CompactionRequest| b.compact(r)),
+            Command::LeaseGrant {
+                id,
+                ttl,
+                expires_at_ms,
+            } => {
+                let granted = batch.lease_grant(*id, *ttl);
+                Self::lease_reply(batch, extra, *id, granted.map(|()| Some(*expires_at_ms)))
+            }
+            Command::LeaseKeepAlive { id, expires_at_ms } => {
+                let renewed = match batch.lease_exists(*id) {
+                    Ok(true) => Ok(Some(*expires_at_ms)),
+                    Ok(false) => Err(KvError::LeaseNotFound),
+                    Err(e) => Err(e),
+                };
+                Self::lease_reply(batch, extra, *id, renewed)
+            }
+            Command::LeaseRevoke { id } => {
+                let revoked = batch.lease_revoke(*id);
+                Self::lease_reply(batch, extra, *id, revoked.map(|()| None))
+            }
             Command::PublishMember {
                 id,
                 name,
@@ -238,6 +292,34 @@ impl StateMachine {
                     }),
                 }
             }
+        }
+    }
+
+    /// Records a lease operation's outcome: the new deadline (or none: the
+    /// lease is gone), or the error that refused it.
+    fn lease_reply(
+        batch: &ApplyBatch<'_>,
+        extra: &mut WriteBatch,
+        id: i64,
+        outcome: Result<Option<i64>, KvError>,
+    ) -> CommandReply {
+        let refused = |status: tonic::Status| {
+            CommandReply::Refused(WireStatus {
+                code: status.code() as i32,
+                message: status.message().to_string(),
+            })
+        };
+        match outcome {
+            Err(e) => return refused(kv_error_status(&e)),
+            Ok(Some(ms)) => match encode(&ms) {
+                Ok(value) => extra.put(Cf::SmMeta, lease_deadline_key(id), value),
+                Err(e) => return refused(tonic::Status::internal(e.to_string())),
+            },
+            Ok(None) => extra.delete(Cf::SmMeta, lease_deadline_key(id)),
+        }
+        CommandReply::Ok {
+            revision: batch.revision(),
+            body: Vec::new(),
         }
     }
 

@@ -40,6 +40,17 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
+    /// Grants lease `id` for `ttl` seconds, expiring at `expires_at_ms`
+    /// (milliseconds since the Unix epoch, on the proposing member's clock).
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+        expires_at_ms: i64,
+    },
+    /// Renews lease `id` until `expires_at_ms`.
+    LeaseKeepAlive { id: i64, expires_at_ms: i64 },
+    /// Revokes lease `id`: its keys are deleted in one revision.
+    LeaseRevoke { id: i64 },
 }
 
 impl fmt::Display for Command {
@@ -50,6 +61,9 @@ impl fmt::Display for Command {
             Command::Txn(b) => write!(f, "txn({} bytes)", b.len()),
             Command::Compact(b) => write!(f, "compact({} bytes)", b.len()),
             Command::PublishMember { id, name, .. } => write!(f, "publish({id:x}, {name})"),
+            Command::LeaseGrant { id, ttl, .. } => write!(f, "lease_grant({id:x}, {ttl}s)"),
+            Command::LeaseKeepAlive { id, .. } => write!(f, "lease_keepalive({id:x})"),
+            Command::LeaseRevoke { id } => write!(f, "lease_revoke({id:x})"),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod member;
 pub mod peer;
@@ -20,6 +21,7 @@ use anyhow::{Context, bail};
 use openraft::{Config, SnapshotPolicy};
 use skiff_proto::etcdserverpb::cluster_server::ClusterServer;
 use skiff_proto::etcdserverpb::kv_server::KvServer;
+use skiff_proto::etcdserverpb::lease_server::LeaseServer;
 use skiff_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use skiff_proto::etcdserverpb::watch_server::WatchServer;
 use skiff_proto::skiffraftpb::raft_peer_server::RaftPeerServer;
@@ -293,7 +295,8 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
             .add_service(MaintenanceServer::new(
                 maintenance::MaintenanceService::new(member.clone()),
             ))
-            .add_service(WatchServer::new(watch::WatchService::new(member.clone())));
+            .add_service(WatchServer::new(watch::WatchService::new(member.clone())))
+            .add_service(LeaseServer::new(lease::LeaseService::new(member.clone())));
         let token = shutdown.clone();
         tasks.spawn(async move {
             router
@@ -310,6 +313,7 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         .iter()
         .map(|u| published_client_url(u))
         .collect();
+    tasks.spawn(lease::expire_leases(member.clone(), shutdown.clone()));
     tasks.spawn(publish_attributes(
         member.clone(),
         published_urls,

@@ -1,0 +1,242 @@
+//! etcd's Lease service, and the leader's expiry of leases.
+//!
+//! A lease's deadline is absolute (milliseconds since the Unix epoch) and
+//! recorded through raft on grant and on every keep-alive, so that whichever
+//! member leads revokes it at the same moment: a leader change neither
+//! extends a lease nor cuts it short. Only the leader revokes expired leases,
+//! through raft, which deletes their keys in one revision.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::Stream;
+use skiff_proto::etcdserverpb::lease_server::Lease;
+use skiff_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::member::Member;
+use super::status::kv_error_status;
+use crate::raft::Command;
+
+/// etcd's largest lease TTL, in seconds.
+const MAX_LEASE_TTL_S: i64 = 9_000_000_000;
+/// How often the leader looks for expired leases.
+const EXPIRY_TICK: Duration = Duration::from_millis(200);
+/// Leases revoked per tick at most (etcd revokes at most 1000 a second).
+const REVOKES_PER_TICK: usize = 200;
+/// Keep-alive answers queued for one client stream.
+const KEEPALIVE_QUEUE_LIMIT: usize = 64;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub struct LeaseService {
+    member: Arc<Member>,
+}
+
+impl LeaseService {
+    pub fn new(member: Arc<Member>) -> Self {
+        Self { member }
+    }
+}
+
+/// The shortest TTL granted: one and a half election timeouts, rounded up
+/// to whole seconds (etcd's minimum), so that a lease survives an election.
+fn min_ttl_s(member: &Member) -> i64 {
+    let ms = member.timing.election_timeout.as_millis() as i64 * 3 / 2;
+    (ms + 999) / 1000
+}
+
+fn io_status(e: std::io::Error) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// Renews lease `id` through raft; its granted TTL, or 0 when it is unknown.
+async fn keep_alive(member: &Member, id: i64) -> Result<i64, Status> {
+    let Some(info) = member
+        .shared
+        .mvcc
+        .lease(id)
+        .map_err(|e| kv_error_status(&e))?
+    else {
+        return Ok(0);
+    };
+    let command = Command::LeaseKeepAlive {
+        id,
+        expires_at_ms: now_ms() + info.ttl * 1000,
+    };
+    match member.propose(command).await {
+        Ok(_) => Ok(info.ttl),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(0),
+        Err(status) => Err(status),
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let req = request.into_inner();
+        if req.ttl > MAX_LEASE_TTL_S {
+            return Err(Status::out_of_range("etcdserver: too large lease TTL"));
+        }
+        let ttl = req.ttl.max(min_ttl_s(&self.member));
+        let id = if req.id != 0 {
+            req.id
+        } else {
+            rand::random::<i64>() & i64::MAX | 1
+        };
+        let command = Command::LeaseGrant {
+            id,
+            ttl,
+            expires_at_ms: now_ms() + ttl * 1000,
+        };
+        let (revision, _) = self.member.propose(command).await?;
+        Ok(Response::new(LeaseGrantResponse {
+            header: Some(self.member.header(revision)),
+            id,
+            ttl,
+            error: String::new(),
+        }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let id = request.into_inner().id;
+        let (revision, _) = self.member.propose(Command::LeaseRevoke { id }).await?;
+        Ok(Response::new(LeaseRevokeResponse {
+            header: Some(self.member.header(revision)),
+        }))
+    }
+
+    type LeaseKeepAliveStream =
+        Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut requests = request.into_inner();
+        let (out, out_rx) = mpsc::channel(KEEPALIVE_QUEUE_LIMIT);
+        let member = self.member.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = requests.message().await {
+                let reply = keep_alive(&member, req.id)
+                    .await
+                    .map(|ttl| LeaseKeepAliveResponse {
+                        header: Some(member.header(member.shared.mvcc.current_revision())),
+                        id: req.id,
+                        ttl,
+                    });
+                if out.send(reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        self.member.read_barrier().await?;
+        let shared = &self.member.shared;
+        let header = Some(self.member.header(shared.mvcc.current_revision()));
+        let info = shared.mvcc.lease(req.id).map_err(|e| kv_error_status(&e))?;
+        let deadline = shared.lease_deadline(req.id).map_err(io_status)?;
+        let (Some(info), Some(deadline)) = (info, deadline) else {
+            return Ok(Response::new(LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                ..Default::default()
+            }));
+        };
+        let remaining_ms = (deadline - now_ms()).max(0);
+        let keys = if req.keys {
+            shared
+                .mvcc
+                .lease_keys(req.id)
+                .map_err(|e| kv_error_status(&e))?
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header,
+            id: req.id,
+            ttl: (remaining_ms + 999) / 1000,
+            granted_ttl: info.ttl,
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.member.read_barrier().await?;
+        let shared = &self.member.shared;
+        let leases = shared.mvcc.leases().map_err(|e| kv_error_status(&e))?;
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.member.header(shared.mvcc.current_revision())),
+            leases: leases
+                .into_iter()
+                .map(|l| LeaseStatus { id: l.id })
+                .collect(),
+        }))
+    }
+}
+
+/// While this member leads, revokes every lease whose deadline has passed.
+pub async fn expire_leases(member: Arc<Member>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        if member.current_leader() != Some(member.id) {
+            continue;
+        }
+        let deadlines = match member.shared.lease_deadlines() {
+            Ok(deadlines) => deadlines,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read lease deadlines");
+                continue;
+            }
+        };
+        let now = now_ms();
+        for (id, _) in deadlines
+            .into_iter()
+            .filter(|(_, deadline)| *deadline <= now)
+            .take(REVOKES_PER_TICK)
+        {
+            match member.propose(Command::LeaseRevoke { id }).await {
+                Ok(_) => {
+                    tracing::info!(lease = %format_args!("{id:x}"), "lease expired and revoked")
+                }
+                Err(status) => {
+                    tracing::debug!(lease = %format_args!("{id:x}"), %status, "revoking an expired lease failed")
+                }
+            }
+        }
+    }
+}
