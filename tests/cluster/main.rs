@@ -18,5 +18,6 @@ mod failover;
 mod kv;
 mod lease;
 mod linearizability;
+mod maintenance;
 mod mvcc;
 mod watch;

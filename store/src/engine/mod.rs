@@ -196,6 +196,10 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Approximate bytes used on disk (or in memory).
     fn size_bytes(&self) -> u64;
+
+    /// Reclaims the space of deleted and overwritten data (RocksDB: a full
+    /// compaction of every column family). Reads and writes go on meanwhile.
+    fn compact_all(&self) -> EngineResult<()>;
 }
 
 #[cfg(test)]

@@ -199,6 +199,15 @@ impl Engine for RocksEngine {
         Ok(Arc::new(RocksEngine::open(&dir)?))
     }
 
+    fn compact_all(&self) -> EngineResult<()> {
+        for cf in Cf::ALL {
+            let handle = self.cf(cf)?;
+            self.db
+                .compact_range_cf(handle, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
     fn size_bytes(&self) -> u64 {
         let sst: u64 = Cf::ALL
             .iter()

@@ -87,15 +87,54 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_yet("defragment"))
+        let member = self.member.clone();
+        let started = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || member.shared.mvcc.engine().compact_all())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "defragmented"
+        );
+        let header = self
+            .member
+            .header(self.member.shared.mvcc.current_revision());
+        Ok(Response::new(DefragmentResponse {
+            header: Some(header),
+        }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("hash"))
+        let member = self.member.clone();
+        let hash = tokio::task::spawn_blocking(move || hash_state_machine(&member))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        let header = self
+            .member
+            .header(self.member.shared.mvcc.current_revision());
+        Ok(Response::new(HashResponse {
+            header: Some(header),
+            hash,
+        }))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("hashkv"))
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let member = self.member.clone();
+        let requested = request.into_inner().revision;
+        let (hash, revision) = tokio::task::spawn_blocking(move || hash_kv_at(&member, requested))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        let mvcc = &self.member.shared.mvcc;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.member.header(mvcc.current_revision())),
+            hash,
+            compact_revision: mvcc.compact_revision(),
+            hash_revision: revision,
+        }))
     }
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
@@ -119,5 +158,101 @@ impl Maintenance for MaintenanceService {
         _: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
         Err(not_yet("downgrade"))
+    }
+}
+
+/// CRC-32C (Castagnoli), the checksum etcd's hashes use.
+#[derive(Default)]
+struct Crc32c(u32);
+
+impl Crc32c {
+    fn update(&mut self, bytes: &[u8]) {
+        let mut crc = !self.0;
+        for byte in bytes {
+            crc ^= u32::from(*byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        self.0 = !crc;
+    }
+}
+
+/// Keys read per step while hashing the keyspace.
+const HASH_PAGE_KEYS: i64 = 1_000;
+
+/// The hash of every live key-value at `revision` (0: the current one),
+/// with its revisions, version and lease: equal on every member that has
+/// applied that revision. Returns the hash and the revision hashed.
+fn hash_kv_at(member: &Member, revision: i64) -> Result<(u32, i64), Status> {
+    use skiff_proto::etcdserverpb::RangeRequest;
+    let mvcc = &member.shared.mvcc;
+    let revision = if revision <= 0 {
+        mvcc.current_revision()
+    } else {
+        revision
+    };
+    let mut crc = Crc32c::default();
+    let mut key = vec![0u8];
+    loop {
+        let request = RangeRequest {
+            key: key.clone(),
+            range_end: vec![0],
+            revision,
+            limit: HASH_PAGE_KEYS,
+            ..Default::default()
+        };
+        let page = mvcc
+            .range(&request)
+            .map_err(|e| super::status::kv_error_status(&e))?;
+        for kv in &page.kvs {
+            crc.update(&kv.key);
+            crc.update(&kv.value);
+            for n in [kv.create_revision, kv.mod_revision, kv.version, kv.lease] {
+                crc.update(&n.to_be_bytes());
+            }
+        }
+        match page.kvs.last() {
+            Some(last) if page.more => {
+                key = last.key.clone();
+                key.push(0);
+            }
+            _ => return Ok((crc.0, revision)),
+        }
+    }
+}
+
+/// The hash of the whole state machine as stored on this member.
+fn hash_state_machine(member: &Member) -> Result<u32, Status> {
+    let engine = member.shared.mvcc.engine();
+    let mut crc = Crc32c::default();
+    for cf in crate::engine::Cf::STATE_MACHINE {
+        for item in engine.scan(
+            cf,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+            false,
+        ) {
+            let (key, value) = item.map_err(|e| Status::internal(e.to_string()))?;
+            crc.update(&key);
+            crc.update(&value);
+        }
+    }
+    Ok(crc.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Crc32c;
+
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        let mut crc = Crc32c::default();
+        crc.update(b"123456789");
+        assert_eq!(crc.0, 0xE306_9283);
     }
 }
