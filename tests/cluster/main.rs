@@ -12,7 +12,6 @@
 //! quorum with Unknown "context deadline exceeded" instead of Unavailable.
 
 mod bad_input;
-mod cli_watch_lease;
 mod cli;
 mod etcdctl;
 mod etcdctl_watch_lease;
