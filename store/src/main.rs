@@ -99,6 +99,15 @@ struct Args {
     )]
     request_timeout_ms: u64,
 
+    /// Idle time after which a watcher that asked for progress
+    /// notifications gets one, in milliseconds (etcd: 10 minutes).
+    #[arg(
+        long = "watch-progress-notify-interval",
+        default_value_t = 600_000,
+        env = "SKIFF_WATCH_PROGRESS_NOTIFY_INTERVAL"
+    )]
+    watch_progress_notify_interval_ms: u64,
+
     /// Log format: text or json. Filter with RUST_LOG (default: info).
     #[arg(long, default_value = "text", value_parser = ["text", "json"], env = "SKIFF_LOG_FORMAT")]
     log_format: String,
@@ -193,6 +202,9 @@ impl Args {
                 heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
                 election_timeout: Duration::from_millis(self.election_timeout_ms),
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
+                watch_progress_notify_interval: Duration::from_millis(
+                    self.watch_progress_notify_interval_ms.max(1),
+                ),
             },
         };
         Ok((config, self.log_format))

@@ -337,3 +337,53 @@ async fn watch_filters_and_cancellation_on_compaction() {
         "etcdserver: mvcc: required revision has been compacted"
     );
 }
+
+#[tokio::test]
+async fn idle_watcher_with_progress_notify_gets_progress_at_the_current_revision() {
+    let cluster = Cluster::start_with(3, &["--watch-progress-notify-interval", "300"]).await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let revision = cluster
+        .must_put(leader, "p/a", "1")
+        .await
+        .header
+        .expect("header")
+        .revision;
+    let mut stream = Stream::open(&cluster, cluster.others(leader)[0]).await;
+    let mut create = prefix_watch("p/", revision);
+    create.progress_notify = true;
+    stream.create(create).await;
+    assert_eq!(
+        stream.events_through(revision).await.len(),
+        1,
+        "the history first"
+    );
+    let progress = stream.next().await;
+    assert!(
+        progress.events.is_empty() && !progress.canceled,
+        "a progress notification: {progress:?}"
+    );
+    assert_eq!(
+        progress.header.expect("header").revision,
+        revision,
+        "progress at the last delivered revision"
+    );
+
+    let mut plain = Stream::open(&cluster, leader).await;
+    plain.create(prefix_watch("p/", 0)).await;
+    let next = cluster
+        .must_put(leader, "p/b", "2")
+        .await
+        .header
+        .expect("header")
+        .revision;
+    let first = plain.next().await;
+    assert_eq!(
+        first
+            .events
+            .first()
+            .and_then(|e| e.kv.as_ref())
+            .map(|kv| kv.mod_revision),
+        Some(next),
+        "without progress_notify the first response is the next event: {first:?}"
+    );
+}

@@ -81,10 +81,15 @@ impl Cluster {
     /// every one serves clients, all agree on a leader and all have published
     /// their client URLs.
     pub async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with `extra_args` added to every member's flags.
+    pub async fn start_with(n: usize, extra_args: &[&str]) -> Cluster {
         assert!(n > 0, "a cluster needs at least one member");
         let store_bin = bins::store_bin();
         for attempt in 1..=START_ATTEMPTS {
-            let mut cluster = Cluster::spawn_all(n, &store_bin);
+            let mut cluster = Cluster::spawn_all(n, &store_bin, extra_args);
             let mut outcome = Ok(());
             for i in 0..n {
                 outcome = cluster.wait_serving(i).await;
@@ -110,7 +115,7 @@ impl Cluster {
         unreachable!("the last start attempt returns or panics")
     }
 
-    fn spawn_all(n: usize, store_bin: &Path) -> Cluster {
+    fn spawn_all(n: usize, store_bin: &Path, extra_args: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("skiff-cluster-")
             .tempdir()
@@ -127,7 +132,7 @@ impl Cluster {
                 let client_url = format!("http://127.0.0.1:{}", client_ports[i]);
                 let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
                 let data_dir = dir.path().join(&name).join("data");
-                let args = vec![
+                let mut args = vec![
                     "--name".to_string(),
                     name.clone(),
                     "--data-dir".to_string(),
@@ -149,6 +154,7 @@ impl Cluster {
                     "--election-timeout".to_string(),
                     ELECTION_TIMEOUT_MS.to_string(),
                 ];
+                args.extend(extra_args.iter().map(|a| a.to_string()));
                 Member {
                     log_path: dir.path().join(format!("{name}.log")),
                     name,

@@ -33,6 +33,9 @@ pub struct Timing {
     /// How long a client request may take before it fails with
     /// "request timed out".
     pub request_timeout: Duration,
+    /// How long a watcher that asked for progress notifications stays idle
+    /// before it gets one.
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl Timing {

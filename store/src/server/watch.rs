@@ -59,6 +59,7 @@ struct Spec {
     prev_kv: bool,
     no_put: bool,
     no_delete: bool,
+    progress_notify: bool,
 }
 
 impl Spec {
@@ -75,6 +76,7 @@ impl Spec {
             prev_kv: req.prev_kv,
             no_put: has(FilterType::Noput),
             no_delete: has(FilterType::Nodelete),
+            progress_notify: req.progress_notify,
         }
     }
 
@@ -189,7 +191,28 @@ impl Watcher {
             if !self.catch_up().await {
                 return;
             }
-            match live.recv().await {
+            let received = if self.spec.progress_notify {
+                let interval = self.member.timing.watch_progress_notify_interval;
+                match tokio::time::timeout(interval, live.recv()).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        // Idle and synced: every event up to here was sent.
+                        let next = self.next_revision.load(Ordering::Acquire);
+                        let progress = WatchResponse {
+                            header: Some(self.member.header(next - 1)),
+                            watch_id: self.id,
+                            ..Default::default()
+                        };
+                        if self.out.send(Ok(progress)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                live.recv().await
+            };
+            match received {
                 Ok(batch) => {
                     let next = self.next_revision.load(Ordering::Acquire);
                     if batch.revision < next {
