@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use skiff_store::server::compactor::AutoCompaction;
 use skiff_store::server::member::Timing;
 use skiff_store::server::{ClusterState, MemberConfig, run};
 use tokio::signal::unix::{SignalKind, signal};
@@ -108,6 +109,25 @@ struct Args {
     )]
     watch_progress_notify_interval_ms: u64,
 
+    /// Automatic compaction: `periodic` (keep a time window of history) or
+    /// `revision` (keep a number of revisions).
+    #[arg(long, default_value = "periodic", value_parser = ["periodic", "revision"], env = "SKIFF_AUTO_COMPACTION_MODE")]
+    auto_compaction_mode: String,
+
+    /// What automatic compaction keeps: a duration (`1h`, `30m`; a bare
+    /// number is hours) in periodic mode, a number of revisions in revision
+    /// mode. 0 turns it off.
+    #[arg(long, default_value = "0", env = "SKIFF_AUTO_COMPACTION_RETENTION")]
+    auto_compaction_retention: String,
+
+    /// How often revision-mode compaction checks, in milliseconds.
+    #[arg(
+        long = "auto-compaction-check-interval",
+        default_value_t = 300_000,
+        env = "SKIFF_AUTO_COMPACTION_CHECK_INTERVAL"
+    )]
+    auto_compaction_check_interval_ms: u64,
+
     /// Log format: text or json. Filter with RUST_LOG (default: info).
     #[arg(long, default_value = "text", value_parser = ["text", "json"], env = "SKIFF_LOG_FORMAT")]
     log_format: String,
@@ -188,7 +208,14 @@ impl Args {
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from(format!("{}.skiff", self.name)));
+        let auto_compaction =
+            AutoCompaction::parse(&self.auto_compaction_mode, &self.auto_compaction_retention)
+                .map_err(|e| anyhow::anyhow!(e))?;
         let config = MemberConfig {
+            auto_compaction,
+            auto_compaction_check_interval: Duration::from_millis(
+                self.auto_compaction_check_interval_ms.max(1),
+            ),
             name: self.name,
             data_dir,
             listen_client,

@@ -3,6 +3,7 @@
 //! everything when the shutdown token fires.
 
 pub mod cluster;
+pub mod compactor;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
@@ -69,6 +70,9 @@ pub struct MemberConfig {
     pub initial_cluster_state: ClusterState,
     pub initial_cluster_token: String,
     pub timing: Timing,
+    pub auto_compaction: compactor::AutoCompaction,
+    /// How often the revision compactor checks (etcd: 5 minutes).
+    pub auto_compaction_check_interval: Duration,
 }
 
 /// FNV-1a, 64 bits: a stable hash for member and cluster ids.
@@ -314,6 +318,12 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         .map(|u| published_client_url(u))
         .collect();
     tasks.spawn(lease::expire_leases(member.clone(), shutdown.clone()));
+    tasks.spawn(compactor::run(
+        member.clone(),
+        config.auto_compaction,
+        config.auto_compaction_check_interval,
+        shutdown.clone(),
+    ));
     tasks.spawn(publish_attributes(
         member.clone(),
         published_urls,
