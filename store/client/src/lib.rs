@@ -18,6 +18,7 @@
 //!
 //! Modules: [`endpoint`] parses endpoint strings, [`retry`] decides (without
 //! IO) what a failure means, [`keys`] has etcd's key-range conventions.
+//! Lease and Watch calls live in `lease_watch`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use tracing::debug;
 pub mod endpoint;
 mod error;
 pub mod keys;
+mod lease_watch;
 pub mod retry;
 
 pub use endpoint::Endpoint;
@@ -296,6 +298,7 @@ impl Client {
             let decision = match outcome {
                 Ok(Ok(resp)) => {
                     conn.down_at_ms.store(0, Ordering::Relaxed);
+                    debug!(rpc, endpoint = name, "answered");
                     return Ok(resp.into_inner());
                 }
                 Ok(Err(status)) => retry::decide(kind, name, status),

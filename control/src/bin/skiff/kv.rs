@@ -1,4 +1,4 @@
-//! `skiff kv put|get|del|txn|compact`: etcdctl's key-value commands.
+//! `skiff kv put|get|del|txn|compact|watch`: etcdctl's key-value commands.
 //!
 //! The argument structs double as the grammar of txn op lines (`put k v`,
 //! `get k --prefix`, ...), as etcdctl reuses its commands there; turning
@@ -37,6 +37,9 @@ pub enum KvCommand {
     Txn(TxnArgs),
     /// Compact the key-value history up to REVISION.
     Compact(CompactArgs),
+    /// Watch a key or range and print its events until Ctrl-C; reconnects
+    /// and resumes after failures.
+    Watch(crate::watch::WatchArgs),
 }
 
 #[derive(Clone, Debug, Args)]
@@ -174,7 +177,7 @@ fn bytes(s: &OsString) -> Vec<u8> {
 
 /// The key and range end for KEY [END] / --prefix / --from-key, as etcdctl
 /// sets them (an empty KEY with --prefix or --from-key means every key).
-fn key_range(
+pub(crate) fn key_range(
     key: &OsString,
     end: Option<&OsString>,
     prefix: bool,
@@ -313,6 +316,7 @@ pub async fn run(
                 .await?;
             writeln!(out, "compacted revision {revision}")?;
         }
+        KvCommand::Watch(args) => crate::watch::run(client, format, args, out).await?,
     }
     Ok(())
 }

@@ -1,18 +1,18 @@
 //! `skiff`: the command-line tool.
 //!
 //! Store commands speak etcd's v3 API through `skiff-client` and print what
-//! etcdctl prints: `kv put|get|del|txn|compact`, `member list`,
+//! etcdctl prints: `kv put|get|del|txn|compact|watch`, `lease ...`, `member list`,
 //! `endpoint status|health`. `up` runs a local store cluster.
 //!
 //! Modules: [`kv`] (key-value commands and their requests), [`txn`] (the txn
-//! input grammar), [`output`] (simple/json/table printing), [`cluster`]
+//! input grammar), [`watch`] (`kv watch`), [`lease`] (lease commands), [`output`] (simple/json/table printing), [`cluster`]
 //! (member and endpoint commands), [`up`] (local cluster), [`duration`]
 //! (Go-style durations).
 //!
 //! Exit status: 0 on success, 1 on any error (one `Error: ...` line on
 //! stderr, the server's text kept intact), 2 for a command-line usage error.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,9 +23,11 @@ use tracing_subscriber::EnvFilter;
 mod cluster;
 mod duration;
 mod kv;
+mod lease;
 mod output;
 mod txn;
 mod up;
+mod watch;
 
 use output::OutputFormat;
 
@@ -65,6 +67,9 @@ enum Command {
     /// Key-value commands: put, get, del, txn, compact.
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Lease commands: grant, revoke, keep-alive, timetolive, list.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
     /// Cluster membership commands.
     #[command(subcommand)]
     Member(cluster::MemberCommand),
@@ -101,12 +106,13 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, filtered by `SKIFF_LOG` (e.g. `SKIFF_LOG=debug`); off
-/// by default.
+/// by default; colored only on a terminal.
 fn init_tracing() {
     let filter = EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new("off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .init();
 }
 
@@ -121,6 +127,10 @@ async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Kv(command) => {
             let client = Client::connect(&cli.global.endpoints, options).await?;
             kv::run(&client, format, command, out).await?;
+        }
+        Command::Lease(command) => {
+            let client = Client::connect(&cli.global.endpoints, options).await?;
+            lease::run(&client, command, out).await?;
         }
         Command::Member(command) => {
             let client = Client::connect(&cli.global.endpoints, options).await?;

@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use clap::ValueEnum;
 use skiff_proto::etcdserverpb::{
     DeleteRangeResponse, Member, MemberListResponse, PutResponse, RangeResponse, ResponseHeader,
-    StatusResponse, TxnResponse, response_op::Response,
+    StatusResponse, TxnResponse, WatchResponse, response_op::Response,
 };
 use skiff_proto::mvccpb::KeyValue;
 
@@ -575,6 +575,35 @@ fn kv_json(kv: &KeyValue) -> Json {
         .bytes("value", &kv.value)
         .int("lease", kv.lease)
         .build()
+}
+
+/// `watch -w json`: Go's encoding of clientv3's `WatchResponse` (the
+/// header and the flags have no JSON tags, so they keep their Go names and
+/// are always there; events use mvccpb's tags, `type` omitted for PUT).
+pub fn watch_json(r: &WatchResponse) -> Json {
+    let header = header_json(&r.header).unwrap_or_else(|| Obj::new().build());
+    let events = r
+        .events
+        .iter()
+        .map(|e| {
+            Obj::new()
+                .int("type", i64::from(e.r#type))
+                .opt("kv", e.kv.as_ref().map(kv_json))
+                .opt("prev_kv", e.prev_kv.as_ref().map(kv_json))
+                .build()
+        })
+        .collect();
+    Obj::new()
+        .put("Header", header)
+        .put("Events", Json::Arr(events))
+        .put("CompactRevision", Json::Int(r.compact_revision))
+        .put("Canceled", Json::Bool(r.canceled))
+        .put("Created", Json::Bool(r.created))
+        .build()
+}
+
+pub fn write_watch_json(w: &mut dyn Write, r: &WatchResponse) -> io::Result<()> {
+    write_json(w, &watch_json(r))
 }
 
 fn range_json(r: &RangeResponse) -> Json {
