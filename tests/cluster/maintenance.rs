@@ -127,3 +127,50 @@ async fn etcdctl_hashkv_defrag_and_alarm_list() {
     let out = cluster.etcdctl(&["alarm", "list"]).await;
     assert_eq!(out.success().stdout.trim(), "", "no alarm raised: {out}");
 }
+
+#[tokio::test]
+async fn move_leader_hands_leadership_to_the_named_member() {
+    use skiff_proto::etcdserverpb::MoveLeaderRequest;
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let target = cluster.others(leader)[0];
+    let target_id = cluster.member_id(target);
+
+    skiff_tests::assert_status(
+        "move-leader sent to a follower",
+        cluster
+            .maintenance(target)
+            .move_leader(MoveLeaderRequest { target_id })
+            .await,
+        tonic::Code::FailedPrecondition,
+        "etcdserver: not leader",
+    );
+    cluster
+        .maintenance(leader)
+        .move_leader(MoveLeaderRequest { target_id })
+        .await
+        .expect("move leader");
+    assert_eq!(
+        cluster.leader().await,
+        Some(target),
+        "the named member leads"
+    );
+    cluster.must_put(leader, "after/move", "v").await;
+
+    // etcdctl finds the leader itself; it dials that endpoint verbatim, so
+    // it gets host:port endpoints (see the README on client URLs).
+    let back = cluster.member_id(leader);
+    let addrs: Vec<String> = (0..cluster.len()).map(|i| cluster.client_addr(i)).collect();
+    let out = skiff_tests::cmd::etcdctl(
+        &addrs.join(","),
+        &["move-leader", &format!("{back:x}")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        out.success().stdout.trim(),
+        format!("Leadership transferred from {target_id:x} to {back:x}"),
+        "{out}"
+    );
+    assert_eq!(cluster.wait_for_leader(LEADER_TIMEOUT).await, leader);
+}

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
+use openraft::async_runtime::WatchReceiver;
 use skiff_proto::etcdserverpb::maintenance_server::Maintenance;
 use skiff_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
@@ -148,9 +149,55 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("move-leader"))
+        let target = request.into_inner().target_id;
+        let member = &self.member;
+        if member.current_leader() != Some(member.id) {
+            return Err(Status::failed_precondition(super::status::msg::NOT_LEADER));
+        }
+        let metrics = member.metrics();
+        if !metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == target)
+        {
+            return Err(Status::failed_precondition(
+                "etcdserver: bad leader transferee",
+            ));
+        }
+        if target != member.id {
+            member
+                .raft
+                .trigger()
+                .transfer_leader(target)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let deadline = member.timing.election_timeout * 5;
+            let mut watch = member.raft.metrics();
+            let moved = tokio::time::timeout(deadline, async {
+                loop {
+                    if watch.borrow_watched().current_leader == Some(target) {
+                        return true;
+                    }
+                    if watch.changed().await.is_err() {
+                        return false;
+                    }
+                }
+            })
+            .await;
+            if moved != Ok(true) {
+                return Err(Status::unavailable(
+                    "etcdserver: request timed out, leader transfer took too long",
+                ));
+            }
+            tracing::info!(to = %format_args!("{target:x}"), "leadership transferred");
+        }
+        let header = member.header(member.shared.mvcc.current_revision());
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(header),
+        }))
     }
 
     async fn downgrade(

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use skiff_proto::skiffraftpb::raft_peer_server::RaftPeer;
 use skiff_proto::skiffraftpb::{
     ForwardRequest, ForwardResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse,
@@ -61,6 +61,21 @@ impl RaftPeer for PeerService {
             .member
             .raft
             .append_entries(req)
+            .await
+            .map_err(|e| e.to_string());
+        reply(&result)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let req: TransferLeaderRequest<TypeConfig> =
+            decode(&request.into_inner().payload).map_err(bad_payload)?;
+        let result = self
+            .member
+            .raft
+            .handle_transfer_leader(req)
             .await
             .map_err(|e| e.to_string());
         reply(&result)
