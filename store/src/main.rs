@@ -120,6 +120,11 @@ struct Args {
     #[arg(long, default_value = "0", env = "SKIFF_AUTO_COMPACTION_RETENTION")]
     auto_compaction_retention: String,
 
+    /// The store's size quota in bytes: beyond it writes raise the NOSPACE
+    /// alarm and are refused until it is disarmed (etcd's default: 2 GiB).
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024, env = "SKIFF_QUOTA_BACKEND_BYTES")]
+    quota_backend_bytes: u64,
+
     /// How often revision-mode compaction checks, in milliseconds.
     #[arg(
         long = "auto-compaction-check-interval",
@@ -213,6 +218,7 @@ impl Args {
                 .map_err(|e| anyhow::anyhow!(e))?;
         let config = MemberConfig {
             auto_compaction,
+            quota_backend_bytes: self.quota_backend_bytes,
             auto_compaction_check_interval: Duration::from_millis(
                 self.auto_compaction_check_interval_ms.max(1),
             ),

@@ -174,3 +174,91 @@ async fn move_leader_hands_leadership_to_the_named_member() {
     );
     assert_eq!(cluster.wait_for_leader(LEADER_TIMEOUT).await, leader);
 }
+
+#[tokio::test]
+async fn quota_raises_nospace_which_refuses_writes_until_disarmed() {
+    use skiff_proto::etcdserverpb::{AlarmRequest, PutRequest};
+    let cluster = Cluster::start_with(3, &["--quota-backend-bytes", "300000"]).await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let value = vec![b'x'; 10_000];
+    let mut refused = None;
+    for n in 0..200 {
+        let request = PutRequest {
+            key: format!("q/{n}").into_bytes(),
+            value: value.clone(),
+            ..Default::default()
+        };
+        if let Err(status) = cluster.client(leader).put(request).await {
+            refused = Some(status);
+            break;
+        }
+    }
+    let status = refused.expect("writes past the quota are refused");
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            tonic::Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded"
+        )
+    );
+    let alarms = cluster
+        .maintenance(leader)
+        .alarm(AlarmRequest::default())
+        .await
+        .expect("alarm list")
+        .into_inner();
+    assert!(
+        alarms.alarms.iter().any(|a| a.alarm == 1),
+        "NOSPACE is raised: {alarms:?}"
+    );
+    let out = cluster.etcdctl(&["alarm", "list"]).await;
+    assert!(out.success().stdout.contains("alarm:NOSPACE"), "{out}");
+
+    // Reads and deletes still work; every member refuses writes.
+    assert!(
+        cluster
+            .must_get(cluster.others(leader)[0], "q/0")
+            .await
+            .is_some()
+    );
+    assert_eq!(
+        cluster
+            .etcdctl(&["del", "q/0"])
+            .await
+            .success()
+            .stdout
+            .trim(),
+        "1"
+    );
+    for i in 0..cluster.len() {
+        let request = PutRequest {
+            key: b"q/more".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        };
+        let status = cluster
+            .client(i)
+            .put(request)
+            .await
+            .expect_err("a write under NOSPACE");
+        assert_eq!(
+            status.code(),
+            tonic::Code::ResourceExhausted,
+            "{}: {status:?}",
+            cluster.name(i)
+        );
+    }
+
+    let out = cluster.etcdctl(&["alarm", "disarm"]).await;
+    assert!(
+        out.success().stdout.contains("alarm:NOSPACE"),
+        "disarm lists what it cleared: {out}"
+    );
+    let alarms = cluster
+        .maintenance(leader)
+        .alarm(AlarmRequest::default())
+        .await
+        .expect("alarm list")
+        .into_inner();
+    assert!(alarms.alarms.is_empty(), "disarmed: {alarms:?}");
+}

@@ -37,6 +37,8 @@ use crate::server::status::kv_error_status;
 const KEY_APPLIED: &[u8] = b"raft/applied";
 const KEY_MEMBERSHIP: &[u8] = b"raft/membership";
 const MEMBER_PREFIX: &[u8] = b"member/";
+/// `alarm/<member><type>` marks a raised alarm.
+const ALARM_PREFIX: &[u8] = b"alarm/";
 /// `lease/<id>` holds when lease `id` expires, in ms since the Unix epoch.
 const LEASE_DEADLINE_PREFIX: &[u8] = b"lease/";
 
@@ -93,6 +95,29 @@ impl Shared {
                 .try_into()
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad member key"))?;
             out.insert(u64::from_be_bytes(id_bytes), decode(&value)?);
+        }
+        Ok(out)
+    }
+
+    /// When lease `id` expires (ms since the Unix epoch), if it exists.
+    /// The raised alarms: (member, etcd AlarmType number).
+    pub fn alarms(&self) -> io::Result<Vec<(MemberId, i32)>> {
+        let end = prefix_end(ALARM_PREFIX);
+        let mut out = Vec::new();
+        for item in self.mvcc.engine().scan(
+            Cf::SmMeta,
+            Bound::Included(ALARM_PREFIX),
+            Bound::Excluded(&end),
+            false,
+        ) {
+            let (key, _) = item.map_err(to_io)?;
+            let rest = &key[ALARM_PREFIX.len()..];
+            if rest.len() != 12 {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad alarm key"));
+            }
+            let member = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+            let alarm = i32::from_be_bytes(rest[8..].try_into().expect("4 bytes"));
+            out.push((member, alarm));
         }
         Ok(out)
     }
@@ -264,6 +289,30 @@ impl StateMachine {
                     Err(e) => Err(e),
                 };
                 Self::lease_reply(batch, extra, *id, renewed)
+            }
+            Command::Alarm {
+                member,
+                alarm,
+                active,
+            } => {
+                let key = |member: MemberId| {
+                    let mut key = ALARM_PREFIX.to_vec();
+                    key.extend_from_slice(&member.to_be_bytes());
+                    key.extend_from_slice(&alarm.to_be_bytes());
+                    key
+                };
+                if *active {
+                    extra.put(Cf::SmMeta, key(*member), Vec::new());
+                } else if *member != 0 {
+                    extra.delete(Cf::SmMeta, key(*member));
+                } else {
+                    let end = prefix_end(ALARM_PREFIX);
+                    extra.delete_range(Cf::SmMeta, ALARM_PREFIX.to_vec(), end);
+                }
+                CommandReply::Ok {
+                    revision: batch.revision(),
+                    body: Vec::new(),
+                }
             }
             Command::LeaseRevoke { id } => {
                 let revoked = batch.lease_revoke(*id);

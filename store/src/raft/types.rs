@@ -51,6 +51,13 @@ pub enum Command {
     LeaseKeepAlive { id: i64, expires_at_ms: i64 },
     /// Revokes lease `id`: its keys are deleted in one revision.
     LeaseRevoke { id: i64 },
+    /// Raises (or, with `active` false, clears) alarm `alarm` (etcd's
+    /// AlarmType number) for `member`; member 0 clears it for every member.
+    Alarm {
+        member: MemberId,
+        alarm: i32,
+        active: bool,
+    },
 }
 
 impl fmt::Display for Command {
@@ -64,6 +71,11 @@ impl fmt::Display for Command {
             Command::LeaseGrant { id, ttl, .. } => write!(f, "lease_grant({id:x}, {ttl}s)"),
             Command::LeaseKeepAlive { id, .. } => write!(f, "lease_keepalive({id:x})"),
             Command::LeaseRevoke { id } => write!(f, "lease_revoke({id:x})"),
+            Command::Alarm {
+                member,
+                alarm,
+                active,
+            } => write!(f, "alarm({member:x}, {alarm}, {active})"),
         }
     }
 }

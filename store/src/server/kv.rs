@@ -76,6 +76,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_size(&req)?;
         validate::validate_put(&req).map_err(|e| kv_error_status(&e))?;
+        self.member.check_space(req.encoded_len()).await?;
         let (revision, mut resp): (_, PutResponse) =
             self.write(Command::Put(req.encode_to_vec())).await?;
         resp.header = Some(self.member.header(revision));
@@ -102,6 +103,9 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_size(&req)?;
         validate::validate_txn(&req, MAX_TXN_OPS).map_err(|e| kv_error_status(&e))?;
+        if txn_puts(&req) {
+            self.member.check_space(req.encoded_len()).await?;
+        }
         let (revision, mut resp): (_, TxnResponse) =
             self.write(Command::Txn(req.encode_to_vec())).await?;
         let header = self.member.header(revision);
@@ -120,6 +124,19 @@ impl Kv for KvService {
         resp.header = Some(self.member.header(revision));
         Ok(Response::new(resp))
     }
+}
+
+/// Whether a txn may put anything (etcd's quota applies to those only).
+fn txn_puts(req: &TxnRequest) -> bool {
+    use skiff_proto::etcdserverpb::request_op::Request as Op;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .any(|op| match &op.request {
+            Some(Op::RequestPut(_)) => true,
+            Some(Op::RequestTxn(nested)) => txn_puts(nested),
+            _ => false,
+        })
 }
 
 /// etcd sets the txn's header on every nested response too.

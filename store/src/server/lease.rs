@@ -99,6 +99,7 @@ impl Lease for LeaseService {
         } else {
             rand::random::<i64>() & i64::MAX | 1
         };
+        self.member.check_space(0).await?;
         let command = Command::LeaseGrant {
             id,
             ttl,

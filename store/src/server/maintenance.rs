@@ -7,13 +7,15 @@ use futures_util::Stream;
 use openraft::async_runtime::WatchReceiver;
 use skiff_proto::etcdserverpb::maintenance_server::Maintenance;
 use skiff_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
 use tonic::{Request, Response, Status};
 
 use super::member::Member;
+use crate::raft::Command;
 
 /// The version reported by Status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -40,17 +42,38 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        // No alarm is ever raised yet: GET answers truthfully with none.
         let req = request.into_inner();
-        if req.action != 0 {
-            return Err(not_yet("alarm activate/deactivate"));
+        let member = &self.member;
+        let change = |active: bool| Command::Alarm {
+            member: req.member_id,
+            alarm: req.alarm,
+            active,
+        };
+        match req.action {
+            0 => member.read_barrier().await?,
+            1 => {
+                member.propose(change(true)).await?;
+            }
+            2 => {
+                member.propose(change(false)).await?;
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown alarm action {other}"
+                )));
+            }
         }
-        let header = self
-            .member
-            .header(self.member.shared.mvcc.current_revision());
+        let alarms = member
+            .shared
+            .alarms()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into_iter()
+            .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+            .collect();
+        let header = member.header(member.shared.mvcc.current_revision());
         Ok(Response::new(AlarmResponse {
             header: Some(header),
-            alarms: Vec::new(),
+            alarms,
         }))
     }
 

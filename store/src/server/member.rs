@@ -78,9 +78,46 @@ pub struct Member {
     pub shared: Arc<Shared>,
     pub peers: Arc<Peers>,
     pub timing: Timing,
+    /// The size of the store beyond which writes raise NOSPACE.
+    pub quota_bytes: u64,
 }
 
+/// etcd's AlarmType NOSPACE.
+pub const ALARM_NOSPACE: i32 = 1;
+
 impl Member {
+    /// Refuses a write of `request_bytes` while the NOSPACE alarm is raised,
+    /// and raises it (through raft, for the whole cluster) when the write
+    /// would take the store over its quota. Reads and deletes never ask.
+    pub async fn check_space(&self, request_bytes: usize) -> Result<(), Status> {
+        let no_space = || Status::resource_exhausted(msg::NO_SPACE);
+        let alarms = self
+            .shared
+            .alarms()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if alarms.iter().any(|(_, alarm)| *alarm == ALARM_NOSPACE) {
+            return Err(no_space());
+        }
+        let size = self.shared.mvcc.engine().size_bytes();
+        if size + request_bytes as u64 > self.quota_bytes {
+            tracing::warn!(
+                size,
+                quota = self.quota_bytes,
+                "database space exceeded; raising NOSPACE"
+            );
+            let raise = Command::Alarm {
+                member: self.id,
+                alarm: ALARM_NOSPACE,
+                active: true,
+            };
+            if let Err(status) = self.propose(raise).await {
+                tracing::warn!(%status, "raising NOSPACE failed");
+            }
+            return Err(no_space());
+        }
+        Ok(())
+    }
+
     /// A response header as etcd fills it.
     pub fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {

@@ -71,6 +71,8 @@ pub struct MemberConfig {
     pub initial_cluster_token: String,
     pub timing: Timing,
     pub auto_compaction: compactor::AutoCompaction,
+    /// `--quota-backend-bytes`.
+    pub quota_backend_bytes: u64,
     /// How often the revision compactor checks (etcd: 5 minutes).
     pub auto_compaction_check_interval: Duration,
 }
@@ -255,6 +257,7 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         shared,
         peers,
         timing,
+        quota_bytes: config.quota_backend_bytes,
     });
     tracing::info!(
         member = %format_args!("{id:x}"),

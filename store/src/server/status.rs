@@ -17,6 +17,7 @@ pub mod msg {
     pub const STOPPED: &str = "etcdserver: server stopped";
     pub const NOT_LEADER: &str = "etcdserver: not leader";
     pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
+    pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 }
 
 /// Maps an MVCC or validation error to etcd's gRPC status.
