@@ -44,32 +44,54 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<AlarmResponse>, Status> {
         let req = request.into_inner();
         let member = &self.member;
-        let change = |active: bool| Command::Alarm {
-            member: req.member_id,
-            alarm: req.alarm,
-            active,
+        let raised = |member: &Member| -> Result<Vec<AlarmMember>, Status> {
+            Ok(member
+                .shared
+                .alarms()
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into_iter()
+                .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+                .collect())
         };
-        match req.action {
-            0 => member.read_barrier().await?,
+        let this = AlarmMember {
+            member_id: req.member_id,
+            alarm: req.alarm,
+        };
+        // As etcd: GET lists every raised alarm; ACTIVATE answers with the
+        // alarm raised; DEACTIVATE with the alarm cleared, if it was raised.
+        let alarms = match req.action {
+            0 => {
+                member.read_barrier().await?;
+                raised(member)?
+            }
             1 => {
-                member.propose(change(true)).await?;
+                member
+                    .propose(Command::Alarm {
+                        member: req.member_id,
+                        alarm: req.alarm,
+                        active: true,
+                    })
+                    .await?;
+                vec![this]
             }
             2 => {
-                member.propose(change(false)).await?;
+                member.read_barrier().await?;
+                let was_raised = raised(member)?.contains(&this);
+                member
+                    .propose(Command::Alarm {
+                        member: req.member_id,
+                        alarm: req.alarm,
+                        active: false,
+                    })
+                    .await?;
+                if was_raised { vec![this] } else { Vec::new() }
             }
             other => {
                 return Err(Status::invalid_argument(format!(
                     "unknown alarm action {other}"
                 )));
             }
-        }
-        let alarms = member
-            .shared
-            .alarms()
-            .map_err(|e| Status::internal(e.to_string()))?
-            .into_iter()
-            .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
-            .collect();
+        };
         let header = member.header(member.shared.mvcc.current_revision());
         Ok(Response::new(AlarmResponse {
             header: Some(header),
