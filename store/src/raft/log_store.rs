@@ -44,7 +44,24 @@ enum Waiter {
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<dyn Engine>,
-    flush_tx: mpsc::Sender<Waiter>,
+    sync: Arc<SyncThread>,
+}
+
+/// The sync thread and the queue to it. Dropped with the last clone of the
+/// store: the queue closes, and the drop waits for the thread to finish, so
+/// the engine is never used after its owner is gone.
+struct SyncThread {
+    flush_tx: Option<mpsc::Sender<Waiter>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SyncThread {
+    fn drop(&mut self) {
+        self.flush_tx.take();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -61,7 +78,7 @@ impl LogStore {
     pub fn new(engine: Arc<dyn Engine>) -> io::Result<Self> {
         let (flush_tx, mut flush_rx) = mpsc::channel::<Waiter>(FLUSH_QUEUE_LIMIT);
         let sync_engine = engine.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || {
                 let mut waiters = Vec::with_capacity(FLUSH_BATCH_LIMIT);
@@ -88,7 +105,13 @@ impl LogStore {
                     }
                 }
             })?;
-        Ok(Self { engine, flush_tx })
+        Ok(Self {
+            engine,
+            sync: Arc::new(SyncThread {
+                flush_tx: Some(flush_tx),
+                handle: Some(handle),
+            }),
+        })
     }
 
     fn write(&self, batch: WriteBatch) -> io::Result<()> {
@@ -100,11 +123,15 @@ impl LogStore {
     /// Waits until every write made so far is on stable storage.
     async fn sync(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.flush_tx
-            .send(Waiter::Task(tx))
-            .await
-            .map_err(|_| to_io("log sync thread stopped"))?;
+        self.queue_flush(Waiter::Task(tx)).await?;
         rx.await.map_err(|_| to_io("log sync thread stopped"))?
+    }
+
+    /// Queues a wait for the next sync of the write-ahead log.
+    async fn queue_flush(&self, waiter: Waiter) -> io::Result<()> {
+        let stopped = || to_io("log sync thread stopped");
+        let tx = self.sync.flush_tx.as_ref().ok_or_else(stopped)?;
+        tx.send(waiter).await.map_err(|_| stopped())
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -205,10 +232,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put(Cf::RaftLog, index_key(entry.index()), encode(&entry)?);
         }
         self.write(batch)?;
-        self.flush_tx
-            .send(Waiter::Raft(callback))
-            .await
-            .map_err(|_| to_io("log sync thread stopped"))
+        self.queue_flush(Waiter::Raft(callback)).await
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<TypeConfig>>) -> io::Result<()> {
