@@ -135,22 +135,8 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::ClientOptions;
-
-    fn closed_port() -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    }
-
-    fn fast() -> ClientOptions {
-        ClientOptions {
-            connect_timeout: Duration::from_millis(500),
-            request_timeout: Duration::from_secs(2),
-        }
-    }
+    use crate::test_support::{closed_port, fast};
 
     /// Every lease call and opening a watch fail over the endpoints and
     /// report them unreachable; a grant that was never sent is not "unknown".

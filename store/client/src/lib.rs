@@ -386,22 +386,32 @@ fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     req
 }
 
+/// Helpers shared by this crate's unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    use super::ClientOptions;
+    use std::time::Duration;
 
     /// A loopback port with nothing listening.
-    fn closed_port() -> u16 {
+    pub(crate) fn closed_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     }
 
-    fn fast() -> ClientOptions {
+    /// Options with short timeouts, for calls expected to fail.
+    pub(crate) fn fast() -> ClientOptions {
         ClientOptions {
             connect_timeout: Duration::from_millis(500),
             request_timeout: Duration::from_secs(2),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::test_support::{closed_port, fast};
 
     #[tokio::test]
     async fn invalid_endpoints_are_refused() {
