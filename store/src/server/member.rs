@@ -49,7 +49,8 @@ impl Timing {
 /// A forwarded write's outcome, as the leader reports it to the follower.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum ForwardOutcome {
-    Applied(CommandReply),
+    /// Applied on the leader at raft log `index`.
+    Applied { reply: CommandReply, index: u64 },
     /// The receiver is not the leader; nothing was proposed.
     NotLeader {
         leader: Option<MemberId>,
@@ -208,11 +209,27 @@ impl Member {
             } else {
                 self.forward(leader, &command, deadline).await
             };
+            if let ForwardOutcome::Applied { index, .. } = outcome {
+                // As etcd, answer once this member has applied the write
+                // too, so that its own serializable reads see it.
+                if timeout_at(deadline, self.shared.wait_applied(index))
+                    .await
+                    .is_err()
+                {
+                    return Err(unavailable(msg::TIMEOUT_APPLY));
+                }
+            }
             match outcome {
-                ForwardOutcome::Applied(CommandReply::Ok { revision, body }) => {
+                ForwardOutcome::Applied {
+                    reply: CommandReply::Ok { revision, body },
+                    ..
+                } => {
                     return Ok((revision, body));
                 }
-                ForwardOutcome::Applied(CommandReply::Refused(status)) => return Err(status.into()),
+                ForwardOutcome::Applied {
+                    reply: CommandReply::Refused(status),
+                    ..
+                } => return Err(status.into()),
                 ForwardOutcome::Failed { code, message } => {
                     return Err(Status::new(tonic::Code::from_i32(code), message));
                 }
@@ -231,7 +248,10 @@ impl Member {
                 code: tonic::Code::Unavailable as i32,
                 message: msg::TIMEOUT.into(),
             },
-            Ok(Ok(response)) => ForwardOutcome::Applied(response.data),
+            Ok(Ok(response)) => ForwardOutcome::Applied {
+                index: response.log_id.index(),
+                reply: response.data,
+            },
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 ForwardOutcome::NotLeader {
                     leader: f.leader_id,
