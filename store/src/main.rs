@@ -125,6 +125,16 @@ struct Args {
     #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024, env = "SKIFF_QUOTA_BACKEND_BYTES")]
     quota_backend_bytes: u64,
 
+    /// Raft log entries applied between two snapshots of the state machine;
+    /// the log before a snapshot is then purged, bounding its size.
+    #[arg(long, default_value_t = 10_000, env = "SKIFF_SNAPSHOT_COUNT")]
+    snapshot_count: u64,
+
+    /// Raft log entries kept behind a snapshot, so that a member slightly
+    /// behind catches up from the log rather than from a whole snapshot.
+    #[arg(long, default_value_t = 5_000, env = "SKIFF_SNAPSHOT_CATCHUP_ENTRIES")]
+    snapshot_catchup_entries: u64,
+
     /// How often revision-mode compaction checks, in milliseconds.
     #[arg(
         long = "auto-compaction-check-interval",
@@ -219,6 +229,8 @@ impl Args {
         let config = MemberConfig {
             auto_compaction,
             quota_backend_bytes: self.quota_backend_bytes,
+            snapshot_count: self.snapshot_count.max(1),
+            snapshot_catchup_entries: self.snapshot_catchup_entries,
             auto_compaction_check_interval: Duration::from_millis(
                 self.auto_compaction_check_interval_ms.max(1),
             ),

@@ -22,5 +22,6 @@ mod kv;
 mod lease;
 mod linearizability;
 mod maintenance;
+mod membership;
 mod mvcc;
 mod watch;

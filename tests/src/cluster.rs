@@ -54,6 +54,8 @@ pub struct Cluster {
     dir: Option<tempfile::TempDir>,
     store_bin: PathBuf,
     members: Vec<Member>,
+    /// Flags given to every member, those added later included.
+    extra_args: Vec<String>,
 }
 
 struct Member {
@@ -128,50 +130,22 @@ impl Cluster {
             .join(",");
         let members = (0..n)
             .map(|i| {
-                let name = format!("s{}", i + 1);
-                let client_url = format!("http://127.0.0.1:{}", client_ports[i]);
-                let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
-                let data_dir = dir.path().join(&name).join("data");
-                let mut args = vec![
-                    "--name".to_string(),
-                    name.clone(),
-                    "--data-dir".to_string(),
-                    data_dir.display().to_string(),
-                    "--listen-client-urls".to_string(),
-                    client_url.clone(),
-                    "--advertise-client-urls".to_string(),
-                    client_url,
-                    "--listen-peer-urls".to_string(),
-                    peer_url.clone(),
-                    "--initial-advertise-peer-urls".to_string(),
-                    peer_url,
-                    "--initial-cluster".to_string(),
-                    initial_cluster.clone(),
-                    "--initial-cluster-state".to_string(),
-                    "new".to_string(),
-                    "--heartbeat-interval".to_string(),
-                    HEARTBEAT_INTERVAL_MS.to_string(),
-                    "--election-timeout".to_string(),
-                    ELECTION_TIMEOUT_MS.to_string(),
-                ];
-                args.extend(extra_args.iter().map(|a| a.to_string()));
-                Member {
-                    log_path: dir.path().join(format!("{name}.log")),
-                    name,
-                    client_port: client_ports[i],
-                    peer_port: peer_ports[i],
-                    args,
-                    child: None,
-                    paused: false,
-                    starts: 0,
-                    id: 0,
-                }
+                member_spec(
+                    dir.path(),
+                    &format!("s{}", i + 1),
+                    client_ports[i],
+                    peer_ports[i],
+                    &initial_cluster,
+                    "new",
+                    extra_args,
+                )
             })
             .collect();
         let mut cluster = Cluster {
             dir: Some(dir),
             store_bin: store_bin.to_path_buf(),
             members,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         for i in 0..n {
             cluster.spawn(i);
@@ -439,6 +413,75 @@ impl Cluster {
             (Some(_), true) => "paused",
             (Some(_), false) => "running",
         }
+    }
+
+    // ---- Membership -------------------------------------------------------------
+
+    /// Prepares, without starting it, a member `name` that joins the running
+    /// cluster (`--initial-cluster-state existing`; its `--initial-cluster`
+    /// lists the running members and itself), with the cluster's extra flags.
+    /// Add it (MemberAdd with [`Cluster::peer_url`]) before
+    /// [`Cluster::start_joining`] it. Returns its index.
+    pub fn prepare_joining(&mut self, name: &str) -> usize {
+        let ports = free_ports(2);
+        let mut initial: Vec<String> = self
+            .live()
+            .into_iter()
+            .map(|i| format!("{}={}", self.name(i), self.peer_url(i)))
+            .collect();
+        initial.push(format!("{name}=http://127.0.0.1:{}", ports[1]));
+        let dir = self.dir.as_ref().expect("cluster dir").path().to_path_buf();
+        let member = member_spec(
+            &dir,
+            name,
+            ports[0],
+            ports[1],
+            &initial.join(","),
+            "existing",
+            &self.extra_args,
+        );
+        self.members.push(member);
+        self.members.len() - 1
+    }
+
+    /// Starts member `i` made by [`Cluster::prepare_joining`], waits until it
+    /// serves clients and learns its member id.
+    pub async fn start_joining(&mut self, i: usize) {
+        self.spawn(i);
+        if let Err(StartError::PortTaken(why) | StartError::Other(why)) = self.wait_serving(i).await
+        {
+            panic!("{why}\n{}", self.log_tail(i, 40));
+        }
+        let status = wait_for(
+            format!("Maintenance.Status of {}", self.members[i].name),
+            LEADER_TIMEOUT,
+            async || self.status(i).await,
+        )
+        .await;
+        self.members[i].id = status.header.map(|h| h.member_id).unwrap_or_default();
+    }
+
+    /// Gives member `i`, which must not be running, a new peer port (its
+    /// flags change accordingly) and returns its new peer URL.
+    pub fn move_peer_port(&mut self, i: usize) -> String {
+        assert!(self.members[i].child.is_none(), "{} runs", self.name(i));
+        let old = self.peer_url(i);
+        self.members[i].peer_port = free_ports(1)[0];
+        let new = self.peer_url(i);
+        for arg in &mut self.members[i].args {
+            *arg = arg.replace(&old, &new);
+        }
+        new
+    }
+
+    /// The data dir of member `i`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir
+            .as_ref()
+            .expect("cluster dir")
+            .path()
+            .join(self.name(i))
+            .join("data")
     }
 
     // ---- Member control ---------------------------------------------------------
@@ -854,6 +897,55 @@ impl Drop for Cluster {
                 eprintln!("member logs and data dirs kept in {}", dir.keep().display());
             }
         }
+    }
+}
+
+/// A member named `name` with its data dir and log under `dir`, not started.
+fn member_spec(
+    dir: &Path,
+    name: &str,
+    client_port: u16,
+    peer_port: u16,
+    initial_cluster: &str,
+    state: &str,
+    extra_args: &[impl AsRef<str>],
+) -> Member {
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let data_dir = dir.join(name).join("data");
+    let mut args = vec![
+        "--name".to_string(),
+        name.to_string(),
+        "--data-dir".to_string(),
+        data_dir.display().to_string(),
+        "--listen-client-urls".to_string(),
+        client_url.clone(),
+        "--advertise-client-urls".to_string(),
+        client_url,
+        "--listen-peer-urls".to_string(),
+        peer_url.clone(),
+        "--initial-advertise-peer-urls".to_string(),
+        peer_url,
+        "--initial-cluster".to_string(),
+        initial_cluster.to_string(),
+        "--initial-cluster-state".to_string(),
+        state.to_string(),
+        "--heartbeat-interval".to_string(),
+        HEARTBEAT_INTERVAL_MS.to_string(),
+        "--election-timeout".to_string(),
+        ELECTION_TIMEOUT_MS.to_string(),
+    ];
+    args.extend(extra_args.iter().map(|a| a.as_ref().to_string()));
+    Member {
+        log_path: dir.join(format!("{name}.log")),
+        name: name.to_string(),
+        client_port,
+        peer_port,
+        args,
+        child: None,
+        paused: false,
+        starts: 0,
+        id: 0,
     }
 }
 

@@ -27,9 +27,11 @@ use std::time::Duration;
 
 use skiff_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    StatusRequest, StatusResponse, TxnRequest, TxnResponse, cluster_client::ClusterClient,
-    kv_client::KvClient, maintenance_client::MaintenanceClient,
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
 };
 use skiff_proto::mvccpb::KeyValue;
 use tokio::time::Instant;
@@ -221,6 +223,62 @@ impl Client {
                     .member_list(req)
                     .await
             }
+        })
+        .await
+    }
+
+    /// Cluster.MemberAdd: a voter, or a learner with `learner`.
+    pub async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        learner: bool,
+    ) -> Result<MemberAddResponse, ClientError> {
+        self.call(OpKind::Write, "MemberAdd", |ch, timeout| {
+            let req = with_timeout(
+                MemberAddRequest {
+                    peer_ur_ls: peer_urls.clone(),
+                    is_learner: learner,
+                },
+                timeout,
+            );
+            async move { ClusterClient::new(ch).member_add(req).await }
+        })
+        .await
+    }
+
+    /// Cluster.MemberRemove.
+    pub async fn member_remove(&self, id: u64) -> Result<MemberRemoveResponse, ClientError> {
+        self.call(OpKind::Write, "MemberRemove", |ch, timeout| {
+            let req = with_timeout(MemberRemoveRequest { id }, timeout);
+            async move { ClusterClient::new(ch).member_remove(req).await }
+        })
+        .await
+    }
+
+    /// Cluster.MemberUpdate: new peer URLs for member `id`.
+    pub async fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<MemberUpdateResponse, ClientError> {
+        self.call(OpKind::Write, "MemberUpdate", |ch, timeout| {
+            let req = with_timeout(
+                MemberUpdateRequest {
+                    id,
+                    peer_ur_ls: peer_urls.clone(),
+                },
+                timeout,
+            );
+            async move { ClusterClient::new(ch).member_update(req).await }
+        })
+        .await
+    }
+
+    /// Cluster.MemberPromote: learner `id` becomes a voter.
+    pub async fn member_promote(&self, id: u64) -> Result<MemberPromoteResponse, ClientError> {
+        self.call(OpKind::Write, "MemberPromote", |ch, timeout| {
+            let req = with_timeout(MemberPromoteRequest { id }, timeout);
+            async move { ClusterClient::new(ch).member_promote(req).await }
         })
         .await
     }

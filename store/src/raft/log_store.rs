@@ -248,7 +248,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::new();
         batch.put(Cf::RaftMeta, KEY_LAST_PURGED, encode(&log_id)?);
         batch.delete_range(Cf::RaftLog, index_key(0), index_key(log_id.index() + 1));
-        self.write(batch)
+        self.write(batch)?;
+        tracing::info!(upto = log_id.index(), "purged raft log");
+        Ok(())
     }
 }
 

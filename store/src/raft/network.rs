@@ -43,19 +43,35 @@ const PEER_RPC_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct Peers {
     channels: Mutex<HashMap<MemberId, (String, Channel)>>,
+    /// Each member's peer URL in the latest membership: wins over the URL a
+    /// caller (openraft's replication, set up before a MemberUpdate) knows.
+    urls: Mutex<HashMap<MemberId, String>>,
 }
 
 impl Peers {
-    /// A client for `id` at the first of its peer URLs.
+    /// Records the peer URLs of the latest membership.
+    pub fn set_urls<'a>(&self, nodes: impl IntoIterator<Item = (&'a MemberId, &'a MemberNode)>) {
+        let mut urls = self.urls.lock().expect("peer urls lock");
+        urls.clear();
+        for (id, node) in nodes {
+            if let Some(url) = node.peer_urls.first() {
+                urls.insert(*id, url.clone());
+            }
+        }
+    }
+
+    /// A client for `id` at its current peer URL (the first of `node`'s when
+    /// the latest membership does not say).
     pub fn client(
         &self,
         id: MemberId,
         node: &MemberNode,
     ) -> Result<RaftPeerClient<Channel>, String> {
-        let url = node
-            .peer_urls
-            .first()
+        let known = self.urls.lock().expect("peer urls lock").get(&id).cloned();
+        let url = known
+            .or_else(|| node.peer_urls.first().cloned())
             .ok_or_else(|| format!("member {id:x} has no peer URL"))?;
+        let url = &url;
         let mut channels = self.channels.lock().expect("peer channels lock");
         let channel = match channels.get(&id) {
             Some((known, channel)) if known == url => channel.clone(),
@@ -95,15 +111,18 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: MemberId, node: &MemberNode) -> PeerNetwork {
         PeerNetwork {
             target,
-            client: self.peers.client(target, node),
+            node: node.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
 
-/// openraft's view of one peer.
+/// openraft's view of one peer. Each call looks up the peer's channel, so
+/// that a MemberUpdate takes effect on running replication.
 pub struct PeerNetwork {
     target: MemberId,
-    client: Result<RaftPeerClient<Channel>, String>,
+    node: MemberNode,
+    peers: Arc<Peers>,
 }
 
 /// A transport failure: the peer may be down. openraft backs off on these.
@@ -119,8 +138,8 @@ impl PeerNetwork {
     fn client<E: std::error::Error>(
         &self,
     ) -> Result<RaftPeerClient<Channel>, RPCError<TypeConfig, E>> {
-        self.client
-            .clone()
+        self.peers
+            .client(self.target, &self.node)
             .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
@@ -191,8 +210,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self
-            .client
-            .clone()
+            .peers
+            .client(self.target, &self.node)
             .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))?;
         let to_net = |e: &dyn std::fmt::Display| {
             StreamingError::Network(NetworkError::from_string(e.to_string()))

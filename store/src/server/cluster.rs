@@ -1,17 +1,21 @@
 //! etcd's Cluster service: the member list as raft and the members' own
-//! announcements describe it.
+//! announcements describe it, and membership changes (see [`super::membership`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use skiff_proto::etcdserverpb::cluster_server::Cluster;
 use skiff_proto::etcdserverpb::{
     Member as PbMember, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
-    MemberUpdateRequest, MemberUpdateResponse,
+    MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
 };
 use tonic::{Request, Response, Status};
 
-use super::member::Member;
+use super::member::{LeaderRequest, Member};
+use super::membership::MemberChange;
+use crate::raft::MemberId;
+use crate::raft::codec::decode;
 
 pub struct ClusterService {
     member: Arc<Member>,
@@ -52,33 +56,83 @@ impl ClusterService {
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "etcdserver: {what} is not supported by this skiff-store"
-    ))
+/// How long a member waits, after a change it forwarded, for its own raft
+/// to show the new membership before it answers with the member list.
+const MEMBERSHIP_SETTLE: Duration = Duration::from_secs(2);
+
+impl ClusterService {
+    /// Carries out `change` on the leader and answers with the member it
+    /// concerned and the members after it.
+    async fn change(
+        &self,
+        change: MemberChange,
+    ) -> Result<(ResponseHeader, MemberId, Vec<PbMember>), Status> {
+        let (revision, body) = self
+            .member
+            .on_leader(LeaderRequest::Members(change))
+            .await?;
+        let (id, index): (MemberId, u64) =
+            decode(&body).map_err(|e| Status::internal(e.to_string()))?;
+        self.member.wait_membership(index, MEMBERSHIP_SETTLE).await;
+        Ok((self.member.header(revision), id, self.members()?))
+    }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("member add"))
+        let req = request.into_inner();
+        let change = MemberChange::Add {
+            peer_urls: req.peer_ur_ls.clone(),
+            learner: req.is_learner,
+        };
+        let (header, id, members) = self.change(change).await?;
+        let added = members
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+            .unwrap_or(PbMember {
+                id,
+                peer_ur_ls: req.peer_ur_ls,
+                is_learner: req.is_learner,
+                ..Default::default()
+            });
+        Ok(Response::new(MemberAddResponse {
+            header: Some(header),
+            member: Some(added),
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("member remove"))
+        let id = request.into_inner().id;
+        let (header, _, members) = self.change(MemberChange::Remove { id }).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(header),
+            members,
+        }))
     }
 
     async fn member_update(
         &self,
-        _: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("member update"))
+        let req = request.into_inner();
+        let change = MemberChange::Update {
+            id: req.id,
+            peer_urls: req.peer_ur_ls,
+        };
+        let (header, _, members) = self.change(change).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(header),
+            members,
+        }))
     }
 
     async fn member_list(
@@ -100,8 +154,13 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("member promote"))
+        let id = request.into_inner().id;
+        let (header, _, members) = self.change(MemberChange::Promote { id }).await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(header),
+            members,
+        }))
     }
 }

@@ -14,6 +14,7 @@ use skiff_proto::skiffraftpb::{ForwardRequest, ReadIndexRequest};
 use tokio::time::{Instant, timeout_at};
 use tonic::Status;
 
+use super::membership::MemberChange;
 use super::status::{msg, unavailable};
 use crate::raft::codec::{decode, encode};
 use crate::raft::network::Peers;
@@ -52,14 +53,18 @@ pub enum ForwardOutcome {
     /// Applied on the leader at raft log `index`.
     Applied { reply: CommandReply, index: u64 },
     /// The receiver is not the leader; nothing was proposed.
-    NotLeader {
-        leader: Option<MemberId>,
-    },
+    NotLeader { leader: Option<MemberId> },
     /// The outcome is unknown or the request failed: a gRPC status.
-    Failed {
-        code: i32,
-        message: String,
-    },
+    Failed { code: i32, message: String },
+}
+
+/// What only the leader can do, and followers forward to it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum LeaderRequest {
+    /// A write through the state machine.
+    Write(Command),
+    /// A membership change (etcd's Cluster service).
+    Members(MemberChange),
 }
 
 /// The leader's answer to a read-index request.
@@ -81,6 +86,9 @@ pub struct Member {
     pub timing: Timing,
     /// The size of the store beyond which writes raise NOSPACE.
     pub quota_bytes: u64,
+    /// Held by the leader while it checks and proposes a membership change,
+    /// so that changes are decided one at a time.
+    pub membership_lock: tokio::sync::Mutex<()>,
 }
 
 /// etcd's AlarmType NOSPACE.
@@ -199,15 +207,21 @@ impl Member {
     /// the leader. Without a leader the call fails with "no leader" within
     /// the request timeout.
     pub async fn propose(&self, command: Command) -> Result<(i64, Vec<u8>), Status> {
+        self.on_leader(LeaderRequest::Write(command)).await
+    }
+
+    /// Runs `request` on the leader (here, or forwarded) and answers once
+    /// this member has applied its outcome.
+    pub async fn on_leader(&self, request: LeaderRequest) -> Result<(i64, Vec<u8>), Status> {
         let deadline = Instant::now() + self.timing.request_timeout;
         let mut attempt = 0;
         loop {
             let leader = self.pick_leader(attempt, deadline).await?;
             attempt += 1;
             let outcome = if leader == self.id {
-                self.propose_local(command.clone(), deadline).await
+                self.run_local(request.clone(), deadline).await
             } else {
-                self.forward(leader, &command, deadline).await
+                self.forward(leader, &request, deadline).await
             };
             if let ForwardOutcome::Applied { index, .. } = outcome {
                 // As etcd, answer once this member has applied the write
@@ -238,6 +252,14 @@ impl Member {
                     tracing::debug!(tried = %format_args!("{leader:x}"), ?next, "not the leader, retrying");
                 }
             }
+        }
+    }
+
+    /// Runs a leader request on this member, which believes it leads.
+    pub async fn run_local(&self, request: LeaderRequest, deadline: Instant) -> ForwardOutcome {
+        match request {
+            LeaderRequest::Write(command) => self.propose_local(command, deadline).await,
+            LeaderRequest::Members(change) => self.change_members_local(change, deadline).await,
         }
     }
 
@@ -280,7 +302,7 @@ impl Member {
     async fn forward(
         &self,
         leader: MemberId,
-        command: &Command,
+        request: &LeaderRequest,
         deadline: Instant,
     ) -> ForwardOutcome {
         let failed = |message: &str| ForwardOutcome::Failed {
@@ -297,7 +319,7 @@ impl Member {
                 return ForwardOutcome::NotLeader { leader: None };
             }
         };
-        let bytes = match encode(command) {
+        let bytes = match encode(request) {
             Ok(bytes) => bytes,
             Err(e) => {
                 return ForwardOutcome::Failed {

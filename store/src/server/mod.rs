@@ -8,6 +8,7 @@ pub mod kv;
 pub mod lease;
 pub mod maintenance;
 pub mod member;
+pub mod membership;
 pub mod peer;
 pub mod status;
 pub mod watch;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, SnapshotPolicy};
 use skiff_proto::etcdserverpb::cluster_server::ClusterServer;
 use skiff_proto::etcdserverpb::kv_server::KvServer;
@@ -39,10 +41,11 @@ use member::{Member, Timing};
 
 /// gRPC's own framing on top of the largest request etcd accepts.
 const CLIENT_MESSAGE_LIMIT_BYTES: usize = kv::MAX_REQUEST_BYTES + 512 * 1024;
-/// Raft log entries kept behind a snapshot, for followers slightly behind.
-const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 5_000;
-/// Entries applied between two snapshots.
-const SNAPSHOT_EVERY_LOGS: u64 = 10_000;
+/// How long a member started with `--initial-cluster-state existing` tries
+/// to learn its identity from the running cluster.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between those attempts.
+const JOIN_RETRY: Duration = Duration::from_millis(500);
 /// Pause between attempts to publish this member's name and client URLs.
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
@@ -75,6 +78,10 @@ pub struct MemberConfig {
     pub quota_backend_bytes: u64,
     /// How often the revision compactor checks (etcd: 5 minutes).
     pub auto_compaction_check_interval: Duration,
+    /// `--snapshot-count`: entries applied between two snapshots.
+    pub snapshot_count: u64,
+    /// `--snapshot-catchup-entries`: entries kept behind a snapshot.
+    pub snapshot_catchup_entries: u64,
 }
 
 /// FNV-1a, 64 bits: a stable hash for member and cluster ids.
@@ -115,14 +122,9 @@ fn read_u64(engine: &dyn Engine, key: &[u8]) -> anyhow::Result<Option<u64>> {
         .map_err(|_| anyhow::anyhow!("corrupt {} in raft metadata", String::from_utf8_lossy(key)))
 }
 
-/// The member and cluster ids: persisted on first start, read back after.
-fn identity(config: &MemberConfig, engine: &dyn Engine) -> anyhow::Result<(MemberId, u64, bool)> {
-    if let (Some(id), Some(cluster)) = (
-        read_u64(engine, KEY_MEMBER_ID)?,
-        read_u64(engine, KEY_CLUSTER_ID)?,
-    ) {
-        return Ok((id, cluster, false));
-    }
+/// This member's peer URLs in `--initial-cluster`, checked against
+/// `--initial-advertise-peer-urls`.
+fn own_peer_urls(config: &MemberConfig) -> anyhow::Result<Vec<String>> {
     let Some((_, my_urls)) = config
         .initial_cluster
         .iter()
@@ -145,6 +147,12 @@ fn identity(config: &MemberConfig, engine: &dyn Engine) -> anyhow::Result<(Membe
             config.initial_advertise_peer_urls.join(",")
         );
     }
+    Ok(mine)
+}
+
+/// The ids of a member of a new cluster, from `--initial-cluster`.
+fn new_identity(config: &MemberConfig) -> anyhow::Result<(MemberId, u64)> {
+    let my_urls = own_peer_urls(config)?;
     let ids: Vec<MemberId> = config
         .initial_cluster
         .iter()
@@ -156,8 +164,94 @@ fn identity(config: &MemberConfig, engine: &dyn Engine) -> anyhow::Result<(Membe
     if unique.len() != ids.len() {
         bail!("--initial-cluster lists the same peer URLs twice");
     }
-    let id = member_id(my_urls, &config.initial_cluster_token);
-    let cluster = cluster_id(&ids, &config.initial_cluster_token);
+    let id = member_id(&my_urls, &config.initial_cluster_token);
+    Ok((id, cluster_id(&ids, &config.initial_cluster_token)))
+}
+
+/// The ids of a member joining a running cluster, which must have added it
+/// (`skiff member add`): asked of the other members of `--initial-cluster`,
+/// which know it by its peer URLs.
+async fn join_identity(config: &MemberConfig) -> anyhow::Result<(MemberId, u64)> {
+    let my_urls = own_peer_urls(config)?;
+    let others: Vec<&String> = config
+        .initial_cluster
+        .iter()
+        .filter(|(name, _)| *name != config.name)
+        .flat_map(|(_, urls)| urls)
+        .collect();
+    if others.is_empty() {
+        bail!("--initial-cluster-state existing needs the running members in --initial-cluster");
+    }
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut last_error = String::new();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        for url in &others {
+            match ask_cluster_info(url).await {
+                Ok(info) => {
+                    let found = info.members.iter().find(|(_, node)| {
+                        let mut urls = node.peer_urls.clone();
+                        urls.sort();
+                        urls == my_urls
+                    });
+                    if let Some((id, _)) = found {
+                        tracing::info!(
+                            member = %format_args!("{id:x}"),
+                            cluster = %format_args!("{:x}", info.cluster_id),
+                            peer = %url,
+                            "joining a running cluster"
+                        );
+                        return Ok((*id, info.cluster_id));
+                    }
+                    last_error = format!(
+                        "{url} does not list a member with peer URLs {}; add it first with `skiff member add {} --peer-urls {}`",
+                        my_urls.join(","),
+                        config.name,
+                        my_urls.join(",")
+                    );
+                }
+                Err(e) => last_error = format!("{url}: {e:#}"),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("cannot join the running cluster: {last_error}");
+        }
+        tracing::info!(attempt, error = %last_error, "waiting to join the running cluster");
+        tokio::time::sleep(JOIN_RETRY).await;
+    }
+}
+
+async fn ask_cluster_info(url: &str) -> anyhow::Result<membership::ClusterInfo> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("bad peer URL {url}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await.context("connect")?;
+    let mut client = skiff_proto::skiffraftpb::raft_peer_client::RaftPeerClient::new(channel);
+    let reply = client
+        .cluster_info(skiff_proto::skiffraftpb::RaftMessage::default())
+        .await
+        .context("ClusterInfo")?;
+    crate::raft::codec::decode(&reply.into_inner().payload).context("decode ClusterInfo")
+}
+
+/// The member and cluster ids: found on first start (from the flags, or
+/// from the running cluster when joining it) and persisted, read back after.
+async fn identity(
+    config: &MemberConfig,
+    engine: &dyn Engine,
+) -> anyhow::Result<(MemberId, u64, bool)> {
+    if let (Some(id), Some(cluster)) = (
+        read_u64(engine, KEY_MEMBER_ID)?,
+        read_u64(engine, KEY_CLUSTER_ID)?,
+    ) {
+        return Ok((id, cluster, false));
+    }
+    let (id, cluster) = match config.initial_cluster_state {
+        ClusterState::New => new_identity(config)?,
+        ClusterState::Existing => join_identity(config).await?,
+    };
     let mut batch = WriteBatch::new();
     batch.put(Cf::RaftMeta, KEY_MEMBER_ID, id.to_be_bytes().to_vec());
     batch.put(Cf::RaftMeta, KEY_CLUSTER_ID, cluster.to_be_bytes().to_vec());
@@ -180,7 +274,7 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         RocksEngine::open(&db_path)
             .with_context(|| format!("open rocksdb at {}", db_path.display()))?,
     );
-    let (id, cluster_id, first_start) = identity(&config, engine.as_ref())?;
+    let (id, cluster_id, first_start) = identity(&config, engine.as_ref()).await?;
 
     // Bind before starting raft, so that a taken port fails the start at once.
     let peer_listener = bind(config.listen_peer, "peers").await?;
@@ -206,8 +300,8 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         // timeouts, close to etcd's 1 to 2.
         election_timeout_min: election_ms / 2,
         election_timeout_max: election_ms * 3 / 4,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),
-        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
         ..Default::default()
     };
     let raft_config = Arc::new(raft_config.validate().context("raft configuration")?);
@@ -244,9 +338,7 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
             Err(e) => tracing::info!(error = %e, "cluster already initialized"),
         }
     } else if first_start {
-        bail!(
-            "--initial-cluster-state existing: joining a running cluster is not supported by this skiff-store yet"
-        );
+        tracing::info!("waiting for the leader to replicate the cluster's log or a snapshot");
     }
 
     let member = Arc::new(Member {
@@ -258,6 +350,7 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         peers,
         timing,
         quota_bytes: config.quota_backend_bytes,
+        membership_lock: tokio::sync::Mutex::new(()),
     });
     tracing::info!(
         member = %format_args!("{id:x}"),
@@ -327,6 +420,7 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         config.auto_compaction_check_interval,
         shutdown.clone(),
     ));
+    tasks.spawn(track_peer_urls(member.clone(), shutdown.clone()));
     tasks.spawn(publish_attributes(
         member.clone(),
         published_urls,
@@ -375,6 +469,28 @@ pub fn published_client_url(url: &str) -> String {
         .unwrap_or(url)
         .trim_end_matches('/')
         .to_string()
+}
+
+/// Keeps the peer network's URLs those of the latest membership, so that a
+/// MemberUpdate redirects traffic to a member's new address.
+async fn track_peer_urls(member: Arc<Member>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut metrics = member.raft.metrics();
+    let mut seen = None;
+    loop {
+        let membership = metrics.borrow_watched().membership_config.clone();
+        if seen.as_ref() != Some(&membership) {
+            member.peers.set_urls(membership.membership().nodes());
+            seen = Some(membership);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            changed = metrics.changed() => if changed.is_err() {
+                // Raft stopped: nothing more to track.
+                shutdown.cancelled().await;
+                return Ok(());
+            },
+        }
+    }
 }
 
 /// Announces this member's name and client URLs through raft, once they

@@ -13,10 +13,11 @@ use skiff_proto::skiffraftpb::{
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::member::{ForwardOutcome, Member};
+use super::member::{ForwardOutcome, LeaderRequest, Member};
+use super::membership::ClusterInfo;
+use crate::raft::TypeConfig;
 use crate::raft::codec::{decode, encode};
 use crate::raft::state_machine::{SnapshotFile, snapshot_name};
-use crate::raft::{Command, TypeConfig};
 
 /// Serves [`RaftPeer`] for one member.
 pub struct PeerService {
@@ -128,8 +129,8 @@ impl RaftPeer for PeerService {
         request: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
         let deadline = Instant::now() + self.member.timing.request_timeout;
-        let command: Command = decode(&request.into_inner().command).map_err(bad_payload)?;
-        let outcome: ForwardOutcome = self.member.propose_local(command, deadline).await;
+        let request: LeaderRequest = decode(&request.into_inner().command).map_err(bad_payload)?;
+        let outcome: ForwardOutcome = self.member.run_local(request, deadline).await;
         let response = encode(&outcome).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ForwardResponse { response }))
     }
@@ -142,5 +143,12 @@ impl RaftPeer for PeerService {
         let outcome = self.member.read_index_local(deadline).await;
         let payload = encode(&outcome).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ReadIndexResponse { payload }))
+    }
+
+    async fn cluster_info(
+        &self,
+        _request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        reply(&ClusterInfo::of(&self.member))
     }
 }

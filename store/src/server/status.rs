@@ -18,6 +18,19 @@ pub mod msg {
     pub const NOT_LEADER: &str = "etcdserver: not leader";
     pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
     pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+
+    // Membership (FailedPrecondition unless noted).
+    /// NotFound.
+    pub const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
+    /// InvalidArgument.
+    pub const MEMBER_BAD_URLS: &str = "etcdserver: given member URLs are invalid";
+    pub const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
+    pub const NOT_ENOUGH_STARTED: &str =
+        "etcdserver: re-configuration failed due to not enough started members";
+    pub const NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
+    pub const LEARNER_NOT_READY: &str =
+        "etcdserver: can only promote a learner member which is in sync with leader";
+    pub const TOO_MANY_LEARNERS: &str = "etcdserver: too many learner members in cluster";
 }
 
 /// Maps an MVCC or validation error to etcd's gRPC status.

@@ -1,4 +1,5 @@
-//! `skiff member list`, `skiff endpoint status|health`.
+//! `skiff member list|add|remove|update|promote`, `skiff endpoint
+//! status|health`.
 
 use std::io::Write;
 use std::time::Instant;
@@ -16,6 +17,42 @@ use crate::output::{self, EndpointHealth, EndpointStatus, OutputFormat};
 pub enum MemberCommand {
     /// List the members of the cluster.
     List,
+    /// Add a member; then start it with --initial-cluster-state existing
+    /// (the lines printed are its settings).
+    Add {
+        /// The new member's name (its --name).
+        name: String,
+        /// Its peer URLs, comma separated.
+        #[arg(long = "peer-urls", value_delimiter = ',', required = true)]
+        peer_urls: Vec<String>,
+        /// Add it as a learner: it receives the log but does not vote.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove the member with this ID (hex).
+    Remove {
+        #[arg(value_name = "ID", value_parser = parse_member_id)]
+        id: u64,
+    },
+    /// Change the peer URLs of the member with this ID (hex).
+    Update {
+        #[arg(value_name = "ID", value_parser = parse_member_id)]
+        id: u64,
+        /// Its new peer URLs, comma separated.
+        #[arg(long = "peer-urls", value_delimiter = ',', required = true)]
+        peer_urls: Vec<String>,
+    },
+    /// Make the learner with this ID (hex) a voting member.
+    Promote {
+        #[arg(value_name = "ID", value_parser = parse_member_id)]
+        id: u64,
+    },
+}
+
+/// A member ID as etcdctl takes it: hexadecimal.
+fn parse_member_id(arg: &str) -> Result<u64, String> {
+    u64::from_str_radix(arg, 16)
+        .map_err(|e| format!("bad member ID arg ({e}), expecting ID in Hex"))
 }
 
 #[derive(Debug, Args)]
@@ -45,6 +82,29 @@ pub async fn member(
         MemberCommand::List => {
             let resp = client.member_list().await?;
             output::write_member_list(out, format, &resp)?;
+        }
+        MemberCommand::Add {
+            name,
+            peer_urls,
+            learner,
+        } => {
+            let resp = client.member_add(peer_urls, learner).await?;
+            output::write_member_added(out, format, &name, &resp)?;
+        }
+        MemberCommand::Remove { id } => {
+            let resp = client.member_remove(id).await?;
+            let cluster = resp.header.as_ref().map_or(0, |h| h.cluster_id);
+            output::write_member_changed(out, format, "removed from", id, cluster, &resp.members)?;
+        }
+        MemberCommand::Update { id, peer_urls } => {
+            let resp = client.member_update(id, peer_urls).await?;
+            let cluster = resp.header.as_ref().map_or(0, |h| h.cluster_id);
+            output::write_member_changed(out, format, "updated in", id, cluster, &resp.members)?;
+        }
+        MemberCommand::Promote { id } => {
+            let resp = client.member_promote(id).await?;
+            let cluster = resp.header.as_ref().map_or(0, |h| h.cluster_id);
+            output::write_member_changed(out, format, "promoted in", id, cluster, &resp.members)?;
         }
     }
     Ok(())
@@ -183,6 +243,17 @@ fn endpoint_error(endpoint: &str, err: &ClientError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_ids_are_hex() {
+        assert_eq!(
+            parse_member_id("8e9e05c52164694d"),
+            Ok(0x8e9e_05c5_2164_694d)
+        );
+        let err = parse_member_id("xyz").expect_err("not hex");
+        assert!(err.starts_with("bad member ID arg ("), "{err}");
+        assert!(err.ends_with("expecting ID in Hex"), "{err}");
+    }
 
     #[test]
     fn endpoint_errors_are_short() {

@@ -14,8 +14,8 @@ use std::io::{self, Write};
 
 use clap::ValueEnum;
 use skiff_proto::etcdserverpb::{
-    DeleteRangeResponse, Member, MemberListResponse, PutResponse, RangeResponse, ResponseHeader,
-    StatusResponse, TxnResponse, WatchResponse, response_op::Response,
+    DeleteRangeResponse, Member, MemberAddResponse, MemberListResponse, PutResponse, RangeResponse,
+    ResponseHeader, StatusResponse, TxnResponse, WatchResponse, response_op::Response,
 };
 use skiff_proto::mvccpb::KeyValue;
 
@@ -188,6 +188,68 @@ pub fn write_member_list(
             member_rows(&resp.members),
         ),
     }
+}
+
+/// `member add`: as etcdctl, the new member and the settings to start it
+/// with (skiff-store reads them from these environment variables).
+pub fn write_member_added(
+    w: &mut dyn Write,
+    format: OutputFormat,
+    name: &str,
+    resp: &MemberAddResponse,
+) -> io::Result<()> {
+    let added = resp.member.clone().unwrap_or_default();
+    if format == OutputFormat::Json {
+        let json = Obj::new()
+            .opt("header", header_json(&resp.header))
+            .opt("member", Some(member_json(&added)))
+            .arr("members", resp.members.iter().map(member_json).collect())
+            .build();
+        return write_json(w, &json);
+    }
+    let cluster = resp.header.as_ref().map_or(0, |h| h.cluster_id);
+    writeln!(w, "Member {:16x} added to cluster {cluster:16x}", added.id)?;
+    let mut initial = Vec::new();
+    for m in &resp.members {
+        let member_name = if m.id == added.id { name } else { &m.name };
+        for url in &m.peer_ur_ls {
+            initial.push(format!("{member_name}={url}"));
+        }
+    }
+    writeln!(w)?;
+    writeln!(w, "SKIFF_NAME=\"{name}\"")?;
+    writeln!(w, "SKIFF_INITIAL_CLUSTER=\"{}\"", initial.join(","))?;
+    writeln!(
+        w,
+        "SKIFF_INITIAL_ADVERTISE_PEER_URLS=\"{}\"",
+        added.peer_ur_ls.join(",")
+    )?;
+    writeln!(w, "SKIFF_INITIAL_CLUSTER_STATE=\"existing\"")
+}
+
+/// `member remove|update|promote`: "Member ID removed from cluster ID".
+pub fn write_member_changed(
+    w: &mut dyn Write,
+    format: OutputFormat,
+    what: &str,
+    id: u64,
+    cluster: u64,
+    members: &[Member],
+) -> io::Result<()> {
+    if format == OutputFormat::Json {
+        let header = Some(ResponseHeader {
+            cluster_id: cluster,
+            ..Default::default()
+        });
+        return write_json(
+            w,
+            &member_list_json(&MemberListResponse {
+                header,
+                members: members.to_vec(),
+            }),
+        );
+    }
+    writeln!(w, "Member {id:16x} {what} cluster {cluster:16x}")
 }
 
 /// One endpoint's answer to Maintenance.Status.
@@ -657,23 +719,20 @@ fn txn_json(r: &TxnResponse) -> Json {
         .build()
 }
 
+fn member_json(m: &Member) -> Json {
+    Obj::new()
+        .uint("ID", m.id)
+        .str("name", &m.name)
+        .strs("peerURLs", &m.peer_ur_ls)
+        .strs("clientURLs", &m.client_ur_ls)
+        .flag("isLearner", m.is_learner)
+        .build()
+}
+
 fn member_list_json(r: &MemberListResponse) -> Json {
-    let members = r
-        .members
-        .iter()
-        .map(|m| {
-            Obj::new()
-                .uint("ID", m.id)
-                .str("name", &m.name)
-                .strs("peerURLs", &m.peer_ur_ls)
-                .strs("clientURLs", &m.client_ur_ls)
-                .flag("isLearner", m.is_learner)
-                .build()
-        })
-        .collect();
     Obj::new()
         .opt("header", header_json(&r.header))
-        .arr("members", members)
+        .arr("members", r.members.iter().map(member_json).collect())
         .build()
 }
 
