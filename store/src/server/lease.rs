@@ -64,7 +64,13 @@ fn io_status(e: std::io::Error) -> Status {
 
 /// Renews lease `id` through raft; its granted TTL, or 0 when it is unknown.
 async fn keep_alive(member: &Member, id: i64) -> Result<i64, Status> {
-    let lookup = || member.shared.mvcc.lease(id).map_err(|e| kv_error_status(&e));
+    let lookup = || {
+        member
+            .shared
+            .mvcc
+            .lease(id)
+            .map_err(|e| kv_error_status(&e))
+    };
     let info = match lookup()? {
         Some(info) => info,
         // This member may not have applied the grant yet: look again once

@@ -52,14 +52,9 @@ pub enum ForwardOutcome {
     /// Applied on the leader at raft log `index`.
     Applied { reply: CommandReply, index: u64 },
     /// The receiver is not the leader; nothing was proposed.
-    NotLeader {
-        leader: Option<MemberId>,
-    },
+    NotLeader { leader: Option<MemberId> },
     /// The outcome is unknown or the request failed: a gRPC status.
-    Failed {
-        code: i32,
-        message: String,
-    },
+    Failed { code: i32, message: String },
 }
 
 /// The leader's answer to a read-index request.
