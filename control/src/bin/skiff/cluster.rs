@@ -1,4 +1,4 @@
-//! `skiff member list`, `skiff endpoint status|health`.
+//! `skiff member list`, `skiff endpoint status|health|hashkv`.
 
 use std::io::Write;
 use std::time::Instant;
@@ -9,8 +9,8 @@ use futures_util::future::join_all;
 use skiff_client::{Client, ClientError, ClientOptions};
 use skiff_proto::etcdserverpb::RangeRequest;
 
-use crate::duration;
 use crate::output::{self, EndpointHealth, EndpointStatus, OutputFormat};
+use crate::{duration, maintenance};
 
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
@@ -33,6 +33,9 @@ pub enum EndpointCommand {
     Status,
     /// Check each endpoint with a linearizable read of the key "health".
     Health,
+    /// Print the hash of each endpoint's keyspace (Maintenance.HashKV).
+    #[command(name = "hashkv")]
+    HashKv(maintenance::HashKvArgs),
 }
 
 pub async fn member(
@@ -59,14 +62,23 @@ pub async fn endpoint(
     args: EndpointArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
-    let endpoints = if args.cluster {
-        endpoints_from_cluster(client).await?
-    } else {
-        client.endpoints().iter().map(|e| e.to_string()).collect()
-    };
+    let endpoints = target_endpoints(client, args.cluster).await?;
     match args.command {
         EndpointCommand::Status => status(client, format, &endpoints, out).await,
         EndpointCommand::Health => health(options, format, &endpoints, out).await,
+        EndpointCommand::HashKv(a) => {
+            maintenance::hash_kv(client, format, &endpoints, &a, out).await
+        }
+    }
+}
+
+/// The endpoints a per-member command goes to: with `--cluster` every
+/// member's client URLs, else the client's endpoints.
+pub async fn target_endpoints(client: &Client, cluster: bool) -> anyhow::Result<Vec<String>> {
+    if cluster {
+        endpoints_from_cluster(client).await
+    } else {
+        Ok(client.endpoints().iter().map(|e| e.to_string()).collect())
     }
 }
 
@@ -169,7 +181,7 @@ async fn check_health(endpoint: &str, options: &ClientOptions) -> EndpointHealth
 /// An error of a call to exactly one endpoint: for an unreachable endpoint
 /// just the reason (`connection refused`), since the endpoint is named
 /// already.
-fn endpoint_error(endpoint: &str, err: &ClientError) -> String {
+pub fn endpoint_error(endpoint: &str, err: &ClientError) -> String {
     match err {
         ClientError::Unavailable { message, .. } => message
             .strip_prefix(endpoint)
