@@ -13,6 +13,7 @@
 
 mod bad_input;
 mod cli;
+mod cli_maintenance;
 mod cli_watch_lease;
 mod compaction;
 mod etcdctl;

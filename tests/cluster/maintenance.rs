@@ -9,7 +9,7 @@ use skiff_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, HashKvReq
 use skiff_tests::{Cluster, LEADER_TIMEOUT, wait_for};
 
 /// HashKV of member `i` at `revision`, once that member has applied it.
-async fn hash_kv(cluster: &Cluster, i: usize, revision: i64) -> u32 {
+pub(crate) async fn hash_kv(cluster: &Cluster, i: usize, revision: i64) -> u32 {
     wait_for(
         format!("{} to hash revision {revision}", cluster.name(i)),
         Duration::from_secs(10),

@@ -569,7 +569,11 @@ async fn etcdctl_and_skiff_member_add_update_promote_remove() {
     cluster.kill(s5).await;
     let out = cluster.skiff(&["member", "remove", "not-hex"]).await;
     assert!(!out.status.success());
-    assert!(out.stderr.contains("expecting ID in Hex"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("expecting an ID in hex"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test]

@@ -18,7 +18,8 @@
 //!
 //! Modules: [`endpoint`] parses endpoint strings, [`retry`] decides (without
 //! IO) what a failure means, [`keys`] has etcd's key-range conventions.
-//! Lease and Watch calls live in `lease_watch`.
+//! Lease and Watch calls live in `lease_watch`, Maintenance calls (per member
+//! or cluster-wide) in `maintenance`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,13 +43,14 @@ pub mod endpoint;
 mod error;
 pub mod keys;
 mod lease_watch;
+mod maintenance;
 pub mod retry;
 
 pub use endpoint::Endpoint;
 pub use error::ClientError;
 pub use retry::OpKind;
 
-use retry::{Decision, Failure};
+use retry::Decision;
 
 /// etcdctl's `--dial-timeout` default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -287,34 +289,16 @@ impl Client {
     /// per member. `endpoint` may be one of the client's endpoints or any
     /// other (e.g. a client URL from [`Client::member_list`]).
     pub async fn status(&self, endpoint: &str) -> Result<StatusResponse, ClientError> {
-        let target = Endpoint::parse(endpoint)?;
-        let channel = match self
-            .inner
-            .conns
-            .iter()
-            .find(|c| c.endpoint.uri() == target.uri())
-        {
-            Some(conn) => conn.channel.clone(),
-            None => channel(&target, &self.inner.options)?,
-        };
-        let timeout = self.inner.options.request_timeout;
-        let req = with_timeout(StatusRequest {}, timeout);
-        let mut maintenance =
-            MaintenanceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
-        match tokio::time::timeout(timeout, maintenance.status(req)).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(match retry::classify(&status) {
-                Failure::NotSent { reason } | Failure::Broken { reason } => {
-                    ClientError::Unavailable {
-                        endpoint: endpoint.to_string(),
-                        message: format!("{endpoint}: {reason}"),
-                    }
-                }
-                Failure::TimedOut => ClientError::Timeout,
-                Failure::Server => ClientError::Status(status),
-            }),
-            Err(_elapsed) => Err(ClientError::Timeout),
-        }
+        self.call_endpoint(endpoint, |ch, timeout| {
+            let req = with_timeout(StatusRequest {}, timeout);
+            async move {
+                MaintenanceClient::new(ch)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .status(req)
+                    .await
+            }
+        })
+        .await
     }
 
     /// Runs one call with failover: one pass over the endpoints at most,

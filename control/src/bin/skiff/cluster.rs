@@ -1,5 +1,5 @@
 //! `skiff member list|add|remove|update|promote`, `skiff endpoint
-//! status|health`.
+//! status|health|hashkv`.
 
 use std::io::Write;
 use std::time::Instant;
@@ -10,8 +10,8 @@ use futures_util::future::join_all;
 use skiff_client::{Client, ClientError, ClientOptions};
 use skiff_proto::etcdserverpb::RangeRequest;
 
-use crate::duration;
 use crate::output::{self, EndpointHealth, EndpointStatus, OutputFormat};
+use crate::{duration, maintenance};
 
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
@@ -31,12 +31,12 @@ pub enum MemberCommand {
     },
     /// Remove the member with this ID (hex).
     Remove {
-        #[arg(value_name = "ID", value_parser = parse_member_id)]
+        #[arg(value_name = "ID", value_parser = crate::maintenance::parse_member_id)]
         id: u64,
     },
     /// Change the peer URLs of the member with this ID (hex).
     Update {
-        #[arg(value_name = "ID", value_parser = parse_member_id)]
+        #[arg(value_name = "ID", value_parser = crate::maintenance::parse_member_id)]
         id: u64,
         /// Its new peer URLs, comma separated.
         #[arg(long = "peer-urls", value_delimiter = ',', required = true)]
@@ -44,15 +44,9 @@ pub enum MemberCommand {
     },
     /// Make the learner with this ID (hex) a voting member.
     Promote {
-        #[arg(value_name = "ID", value_parser = parse_member_id)]
+        #[arg(value_name = "ID", value_parser = crate::maintenance::parse_member_id)]
         id: u64,
     },
-}
-
-/// A member ID as etcdctl takes it: hexadecimal.
-fn parse_member_id(arg: &str) -> Result<u64, String> {
-    u64::from_str_radix(arg, 16)
-        .map_err(|e| format!("bad member ID arg ({e}), expecting ID in Hex"))
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +64,9 @@ pub enum EndpointCommand {
     Status,
     /// Check each endpoint with a linearizable read of the key "health".
     Health,
+    /// Print the hash of each endpoint's keyspace (Maintenance.HashKV).
+    #[command(name = "hashkv")]
+    HashKv(maintenance::HashKvArgs),
 }
 
 pub async fn member(
@@ -119,14 +116,23 @@ pub async fn endpoint(
     args: EndpointArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
-    let endpoints = if args.cluster {
-        endpoints_from_cluster(client).await?
-    } else {
-        client.endpoints().iter().map(|e| e.to_string()).collect()
-    };
+    let endpoints = target_endpoints(client, args.cluster).await?;
     match args.command {
         EndpointCommand::Status => status(client, format, &endpoints, out).await,
         EndpointCommand::Health => health(options, format, &endpoints, out).await,
+        EndpointCommand::HashKv(a) => {
+            maintenance::hash_kv(client, format, &endpoints, &a, out).await
+        }
+    }
+}
+
+/// The endpoints a per-member command goes to: with `--cluster` every
+/// member's client URLs, else the client's endpoints.
+pub async fn target_endpoints(client: &Client, cluster: bool) -> anyhow::Result<Vec<String>> {
+    if cluster {
+        endpoints_from_cluster(client).await
+    } else {
+        Ok(client.endpoints().iter().map(|e| e.to_string()).collect())
     }
 }
 
@@ -229,7 +235,7 @@ async fn check_health(endpoint: &str, options: &ClientOptions) -> EndpointHealth
 /// An error of a call to exactly one endpoint: for an unreachable endpoint
 /// just the reason (`connection refused`), since the endpoint is named
 /// already.
-fn endpoint_error(endpoint: &str, err: &ClientError) -> String {
+pub fn endpoint_error(endpoint: &str, err: &ClientError) -> String {
     match err {
         ClientError::Unavailable { message, .. } => message
             .strip_prefix(endpoint)
@@ -243,17 +249,6 @@ fn endpoint_error(endpoint: &str, err: &ClientError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn member_ids_are_hex() {
-        assert_eq!(
-            parse_member_id("8e9e05c52164694d"),
-            Ok(0x8e9e_05c5_2164_694d)
-        );
-        let err = parse_member_id("xyz").expect_err("not hex");
-        assert!(err.starts_with("bad member ID arg ("), "{err}");
-        assert!(err.ends_with("expecting ID in Hex"), "{err}");
-    }
 
     #[test]
     fn endpoint_errors_are_short() {

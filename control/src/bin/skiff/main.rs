@@ -2,12 +2,13 @@
 //!
 //! Store commands speak etcd's v3 API through `skiff-client` and print what
 //! etcdctl prints: `kv put|get|del|txn|compact|watch`, `lease ...`, `member list`,
-//! `endpoint status|health`. `up` runs a local store cluster.
+//! `endpoint status|health|hashkv`, `defrag`, `alarm list|disarm`,
+//! `move-leader`. `up` runs a local store cluster.
 //!
 //! Modules: [`kv`] (key-value commands and their requests), [`txn`] (the txn
 //! input grammar), [`watch`] (`kv watch`), [`lease`] (lease commands), [`output`] (simple/json/table printing), [`cluster`]
-//! (member and endpoint commands), [`up`] (local cluster), [`duration`]
-//! (Go-style durations).
+//! (member and endpoint commands), [`maintenance`] (hashkv, defrag, alarms,
+//! move-leader), [`up`] (local cluster), [`duration`] (Go-style durations).
 //!
 //! Exit status: 0 on success, 1 on any error (one `Error: ...` line on
 //! stderr, the server's text kept intact), 2 for a command-line usage error.
@@ -24,6 +25,7 @@ mod cluster;
 mod duration;
 mod kv;
 mod lease;
+mod maintenance;
 mod output;
 mod txn;
 mod up;
@@ -73,8 +75,15 @@ enum Command {
     /// Cluster membership commands.
     #[command(subcommand)]
     Member(cluster::MemberCommand),
-    /// Per-endpoint status and health.
+    /// Per-endpoint status, health and keyspace hash.
     Endpoint(cluster::EndpointArgs),
+    /// Defragment each endpoint's storage, one after the other.
+    Defrag(maintenance::DefragArgs),
+    /// Alarm commands: list, disarm.
+    #[command(subcommand)]
+    Alarm(maintenance::AlarmCommand),
+    /// Hand the leadership to another member.
+    MoveLeader(maintenance::MoveLeaderArgs),
     /// Run a local store cluster in the foreground (Ctrl-C stops it).
     Up(up::UpArgs),
 }
@@ -148,6 +157,21 @@ async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Defrag(args) => {
+            let client = Client::connect(&cli.global.endpoints, options).await?;
+            let endpoints = cluster::target_endpoints(&client, args.cluster).await?;
+            if !maintenance::defrag(&client, &endpoints, out).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Alarm(command) => {
+            let client = Client::connect(&cli.global.endpoints, options).await?;
+            maintenance::alarm(&client, format, command, out).await?;
+        }
+        Command::MoveLeader(args) => {
+            let client = Client::connect(&cli.global.endpoints, options).await?;
+            maintenance::move_leader(&client, format, &args, out).await?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -205,6 +229,8 @@ mod tests {
             &["skiff", "kv", "get"],
             &["skiff", "kv", "compact"],
             &["skiff", "member"],
+            &["skiff", "alarm"],
+            &["skiff", "move-leader"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -14,8 +14,9 @@ use std::io::{self, Write};
 
 use clap::ValueEnum;
 use skiff_proto::etcdserverpb::{
-    DeleteRangeResponse, Member, MemberAddResponse, MemberListResponse, PutResponse, RangeResponse,
-    ResponseHeader, StatusResponse, TxnResponse, WatchResponse, response_op::Response,
+    AlarmResponse, AlarmType, DeleteRangeResponse, HashKvResponse, Member, MemberAddResponse,
+    MemberListResponse, MoveLeaderResponse, PutResponse, RangeResponse, ResponseHeader,
+    StatusResponse, TxnResponse, WatchResponse, response_op::Response,
 };
 use skiff_proto::mvccpb::KeyValue;
 
@@ -386,6 +387,100 @@ pub fn write_endpoint_health(
     }
 }
 
+// ---------------------------------------------------------------- maintenance
+
+/// One endpoint's answer to Maintenance.HashKV.
+#[derive(Debug)]
+pub struct EndpointHashKv {
+    pub endpoint: String,
+    pub resp: HashKvResponse,
+}
+
+/// `endpoint hashkv`: etcdctl 3.4's columns, endpoint and hash.
+pub fn write_endpoint_hash_kv(
+    w: &mut dyn Write,
+    format: OutputFormat,
+    list: &[EndpointHashKv],
+) -> io::Result<()> {
+    let rows = list
+        .iter()
+        .map(|h| vec![h.endpoint.clone(), h.resp.hash.to_string()]);
+    match format {
+        OutputFormat::Simple => rows
+            .into_iter()
+            .try_for_each(|row| writeln!(w, "{}", row.join(", "))),
+        OutputFormat::Json => write_json(
+            w,
+            &Json::Arr(
+                list.iter()
+                    .map(|h| {
+                        Obj::new()
+                            .str("Endpoint", &h.endpoint)
+                            .put("HashKV", hash_kv_json(&h.resp))
+                            .build()
+                    })
+                    .collect(),
+            ),
+        ),
+        OutputFormat::Table => write_table(w, &["ENDPOINT", "HASH"], Align::Right, rows),
+    }
+}
+
+/// An alarm's type as etcd names it (`NOSPACE`), or its number if unknown.
+fn alarm_name(alarm: i32) -> String {
+    AlarmType::try_from(alarm).map_or_else(|_| alarm.to_string(), |t| t.as_str_name().to_string())
+}
+
+/// `alarm list` and `alarm disarm`: in the simple format one line per alarm
+/// as etcdctl prints it (Go's compact protobuf text, member ID in decimal,
+/// a space after each field); as a table, the member ID in hex.
+pub fn write_alarms(
+    w: &mut dyn Write,
+    format: OutputFormat,
+    resp: &AlarmResponse,
+) -> io::Result<()> {
+    match format {
+        OutputFormat::Simple => resp.alarms.iter().try_for_each(|a| {
+            writeln!(w, "memberID:{} alarm:{} ", a.member_id, alarm_name(a.alarm))
+        }),
+        OutputFormat::Json => {
+            let alarms = resp
+                .alarms
+                .iter()
+                .map(|a| {
+                    Obj::new()
+                        .uint("memberID", a.member_id)
+                        .int("alarm", i64::from(a.alarm))
+                        .build()
+                })
+                .collect();
+            write_json(
+                w,
+                &Obj::new()
+                    .opt("header", header_json(&resp.header))
+                    .arr("alarms", alarms)
+                    .build(),
+            )
+        }
+        OutputFormat::Table => write_table(
+            w,
+            &["MEMBER ID", "ALARM"],
+            Align::Right,
+            resp.alarms
+                .iter()
+                .map(|a| vec![format!("{:x}", a.member_id), alarm_name(a.alarm)]),
+        ),
+    }
+}
+
+/// `move-leader -w json`: the response, as etcdctl prints it.
+pub fn write_move_leader_json(w: &mut dyn Write, resp: &MoveLeaderResponse) -> io::Result<()> {
+    write_json(
+        w,
+        &Obj::new().opt("header", header_json(&resp.header)).build(),
+    )
+}
+
 // ---------------------------------------------------------------- tables
 
 /// How the cells (not the headers, always centered) of a table line up.
@@ -751,6 +846,15 @@ fn status_json(r: &StatusResponse) -> Json {
         .build()
 }
 
+fn hash_kv_json(r: &HashKvResponse) -> Json {
+    Obj::new()
+        .opt("header", header_json(&r.header))
+        .uint("hash", u64::from(r.hash))
+        .int("compact_revision", r.compact_revision)
+        .int("hash_revision", r.hash_revision)
+        .build()
+}
+
 /// Standard base64 with padding, as Go encodes `[]byte` in JSON.
 pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -776,7 +880,7 @@ pub fn base64(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_proto::etcdserverpb::ResponseOp;
+    use skiff_proto::etcdserverpb::{AlarmMember, ResponseOp};
 
     fn header() -> Option<ResponseHeader> {
         Some(ResponseHeader {
@@ -1151,6 +1255,71 @@ mod tests {
             out(|w| write_endpoint_health(w, OutputFormat::Json, &[ok])),
             "[{\"endpoint\":\"127.0.0.1:2379\",\"health\":true,\"took\":\"1.2ms\"}]\n"
         );
+    }
+
+    #[test]
+    fn endpoint_hash_kv_formats() {
+        let list = [EndpointHashKv {
+            endpoint: "127.0.0.1:2379".into(),
+            resp: HashKvResponse {
+                header: header(),
+                hash: 3_456_789_012,
+                compact_revision: 3,
+                hash_revision: 5,
+            },
+        }];
+        assert_eq!(
+            out(|w| write_endpoint_hash_kv(w, OutputFormat::Simple, &list)),
+            "127.0.0.1:2379, 3456789012\n"
+        );
+        let table = out(|w| write_endpoint_hash_kv(w, OutputFormat::Table, &list));
+        assert_eq!(
+            table.lines().collect::<Vec<_>>(),
+            [
+                "+----------------+------------+",
+                "|    ENDPOINT    |    HASH    |",
+                "+----------------+------------+",
+                "| 127.0.0.1:2379 | 3456789012 |",
+                "+----------------+------------+",
+            ]
+        );
+        assert_eq!(
+            out(|w| write_endpoint_hash_kv(w, OutputFormat::Json, &list)),
+            concat!(
+                r#"[{"Endpoint":"127.0.0.1:2379","HashKV":{"header":{"cluster_id":14841639068965178418,"member_id":10276657743932975437,"revision":5,"raft_term":2},"#,
+                r#""hash":3456789012,"compact_revision":3,"hash_revision":5}}]"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn alarms_print_like_etcdctl() {
+        let resp = AlarmResponse {
+            header: header(),
+            alarms: vec![AlarmMember {
+                member_id: 10276657743932975437,
+                alarm: AlarmType::Nospace as i32,
+            }],
+        };
+        assert_eq!(
+            out(|w| write_alarms(w, OutputFormat::Simple, &resp)),
+            "memberID:10276657743932975437 alarm:NOSPACE \n"
+        );
+        let table = out(|w| write_alarms(w, OutputFormat::Table, &resp));
+        assert!(table.contains("| 8e9e05c52164694d | NOSPACE |"), "{table}");
+        let json = out(|w| write_alarms(w, OutputFormat::Json, &resp));
+        assert!(
+            json.ends_with(concat!(
+                r#""alarms":[{"memberID":10276657743932975437,"alarm":1}]}"#,
+                "\n"
+            )),
+            "{json}"
+        );
+        let none = AlarmResponse::default();
+        assert_eq!(out(|w| write_alarms(w, OutputFormat::Simple, &none)), "");
+        assert_eq!(out(|w| write_alarms(w, OutputFormat::Json, &none)), "{}\n");
+        assert_eq!(alarm_name(9), "9");
     }
 
     #[test]
