@@ -141,6 +141,18 @@ async fn assert_hash_kv_agrees(cluster: &Cluster, members: &[usize], revision: i
     );
 }
 
+/// Runs `job(0)` to `job(tasks - 1)` concurrently and waits for them all.
+async fn concurrently<F, Fut>(tasks: usize, job: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let handles: Vec<_> = (0..tasks).map(|t| tokio::spawn(job(t))).collect();
+    for handle in handles {
+        handle.await.expect("a concurrent task panicked");
+    }
+}
+
 /// Puts keys `w/N` through every member in turn until told to stop, and
 /// returns the acknowledged ones with their values.
 fn start_writer(
@@ -583,35 +595,32 @@ async fn new_member_catches_up_on_100k_keys_from_a_snapshot() {
     let mut cluster = Cluster::start_with(3, SHORT_LOG).await;
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
     let value = vec![b'v'; 100];
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let mut client = cluster.client(leader);
-            let value = value.clone();
-            tokio::spawn(async move {
-                for batch in (w..KEYS / PER_TXN).step_by(4) {
-                    let success = (0..PER_TXN)
-                        .map(|k| RequestOp {
-                            request: Some(request_op::Request::RequestPut(PutRequest {
-                                key: format!("k/{:06}", batch * PER_TXN + k).into_bytes(),
-                                value: value.clone(),
-                                ..Default::default()
-                            })),
-                        })
-                        .collect();
-                    client
-                        .txn(TxnRequest {
-                            success,
+    let client = cluster.client(leader);
+    concurrently(4, move |w| {
+        let mut client = client.clone();
+        let value = value.clone();
+        async move {
+            for batch in (w..KEYS / PER_TXN).step_by(4) {
+                let success = (0..PER_TXN)
+                    .map(|k| RequestOp {
+                        request: Some(request_op::Request::RequestPut(PutRequest {
+                            key: format!("k/{:06}", batch * PER_TXN + k).into_bytes(),
+                            value: value.clone(),
                             ..Default::default()
-                        })
-                        .await
-                        .expect("txn of 100 puts");
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.expect("writer");
-    }
+                        })),
+                    })
+                    .collect();
+                client
+                    .txn(TxnRequest {
+                        success,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("txn of 100 puts");
+            }
+        }
+    })
+    .await;
     wait_for_snapshots(&cluster, &[leader]).await;
 
     let s4 = cluster.prepare_joining("s4");
@@ -664,26 +673,23 @@ fn purged_upto(cluster: &Cluster, i: usize) -> Option<u64> {
 async fn raft_log_is_purged_behind_snapshots_under_steady_writes() {
     let cluster = Cluster::start_with(3, SHORT_LOG).await;
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let mut client = cluster.client(w % 3);
-            tokio::spawn(async move {
-                for n in 0..250 {
-                    client
-                        .put(PutRequest {
-                            key: format!("steady/{w}/{n}").into_bytes(),
-                            value: vec![b'x'; 256],
-                            ..Default::default()
-                        })
-                        .await
-                        .expect("put");
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.expect("writer");
-    }
+    let clients: Vec<_> = (0..3).map(|i| cluster.client(i)).collect();
+    concurrently(4, move |w| {
+        let mut client = clients[w % 3].clone();
+        async move {
+            for n in 0..250 {
+                client
+                    .put(PutRequest {
+                        key: format!("steady/{w}/{n}").into_bytes(),
+                        value: vec![b'x'; 256],
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("put");
+            }
+        }
+    })
+    .await;
     let last = cluster.status(leader).await.expect("status").raft_index;
     assert!(last >= 1000, "raft index {last}");
     // Every member snapshots every 200 entries and keeps 50 behind: its log

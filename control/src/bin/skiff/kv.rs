@@ -158,17 +158,23 @@ pub fn parse_revision(s: &str) -> anyhow::Result<i64> {
     }
 }
 
-/// Parses a lease ID in hexadecimal, as etcdctl prints them (`694d71ddacfda227`).
-pub fn parse_lease(s: &str) -> anyhow::Result<i64> {
+/// Parses an ID in hexadecimal, as etcdctl prints lease and member IDs
+/// (`694d71ddacfda227`, an optional `0x` accepted); `what` names it in the
+/// error.
+pub fn parse_hex_id(s: &str, what: &str) -> anyhow::Result<u64> {
     let hex = s.trim();
     let hex = hex
         .strip_prefix("0x")
         .or_else(|| hex.strip_prefix("0X"))
         .unwrap_or(hex);
-    // IDs print as unsigned hex; read them back the same way.
     u64::from_str_radix(hex, 16)
-        .map(|id| id as i64)
-        .with_context(|| format!("invalid lease ID {s:?}: expecting an ID in hex"))
+        .with_context(|| format!("invalid {what} ID {s:?}: expecting an ID in hex"))
+}
+
+/// Parses a lease ID in hexadecimal, as etcdctl prints them (`694d71ddacfda227`).
+pub fn parse_lease(s: &str) -> anyhow::Result<i64> {
+    // IDs print as unsigned hex; read them back the same way.
+    parse_hex_id(s, "lease").map(|id| id as i64)
 }
 
 fn bytes(s: &OsString) -> Vec<u8> {

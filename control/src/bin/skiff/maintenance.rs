@@ -54,13 +54,7 @@ pub struct MoveLeaderArgs {
 /// Parses a member ID in hexadecimal, as etcdctl prints and reads them
 /// (`8e9e05c52164694d`).
 pub fn parse_member_id(s: &str) -> anyhow::Result<u64> {
-    let hex = s.trim();
-    let hex = hex
-        .strip_prefix("0x")
-        .or_else(|| hex.strip_prefix("0X"))
-        .unwrap_or(hex);
-    u64::from_str_radix(hex, 16)
-        .with_context(|| format!("invalid member ID {s:?}: expecting an ID in hex"))
+    crate::kv::parse_hex_id(s, "member")
 }
 
 /// `endpoint hashkv`: HashKV of every endpoint; `Ok(false)` when some
