@@ -13,3 +13,5 @@ pub mod engine;
 pub mod mvcc;
 pub mod raft;
 pub mod server;
+
+mod crc32c;

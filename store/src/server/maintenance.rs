@@ -15,6 +15,7 @@ use skiff_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::member::Member;
+use crate::crc32c::Crc32c;
 use crate::raft::Command;
 
 /// The version reported by Status.
@@ -253,27 +254,6 @@ impl Maintenance for MaintenanceService {
     }
 }
 
-/// CRC-32C (Castagnoli), the checksum etcd's hashes use.
-#[derive(Default)]
-struct Crc32c(u32);
-
-impl Crc32c {
-    fn update(&mut self, bytes: &[u8]) {
-        let mut crc = !self.0;
-        for byte in bytes {
-            crc ^= u32::from(*byte);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        self.0 = !crc;
-    }
-}
-
 /// Keys read per step while hashing the keyspace.
 const HASH_PAGE_KEYS: i64 = 1_000;
 
@@ -313,7 +293,7 @@ fn hash_kv_at(member: &Member, revision: i64) -> Result<(u32, i64), Status> {
                 key = last.key.clone();
                 key.push(0);
             }
-            _ => return Ok((crc.0, revision)),
+            _ => return Ok((crc.value(), revision)),
         }
     }
 }
@@ -334,17 +314,5 @@ fn hash_state_machine(member: &Member) -> Result<u32, Status> {
             crc.update(&value);
         }
     }
-    Ok(crc.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Crc32c;
-
-    #[test]
-    fn crc32c_matches_the_standard_check_value() {
-        let mut crc = Crc32c::default();
-        crc.update(b"123456789");
-        assert_eq!(crc.0, 0xE306_9283);
-    }
+    Ok(crc.value())
 }
