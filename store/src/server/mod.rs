@@ -46,6 +46,9 @@ const SNAPSHOT_EVERY_LOGS: u64 = 10_000;
 /// Pause between attempts to publish this member's name and client URLs.
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
+/// The RocksDB directory inside a data dir.
+pub const DB_DIR: &str = "db";
+
 const KEY_MEMBER_ID: &[u8] = b"member_id";
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 
@@ -175,7 +178,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
-    let db_path = config.data_dir.join("db");
+    let db_path = config.data_dir.join(DB_DIR);
     let engine: Arc<dyn Engine> = Arc::new(
         RocksEngine::open(&db_path)
             .with_context(|| format!("open rocksdb at {}", db_path.display()))?,
