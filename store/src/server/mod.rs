@@ -48,6 +48,8 @@ const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
 /// The RocksDB directory inside a data dir.
 pub const DB_DIR: &str = "db";
+/// Scratch space of Maintenance.Snapshot inside a data dir.
+const SNAPSHOT_EXPORT_DIR: &str = "snapshot-export";
 
 const KEY_MEMBER_ID: &[u8] = b"member_id";
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
@@ -303,7 +305,10 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
                 member.clone(),
             )))
             .add_service(MaintenanceServer::new(
-                maintenance::MaintenanceService::new(member.clone()),
+                maintenance::MaintenanceService::new(
+                    member.clone(),
+                    config.data_dir.join(SNAPSHOT_EXPORT_DIR),
+                ),
             ))
             .add_service(WatchServer::new(watch::WatchService::new(member.clone())))
             .add_service(LeaseServer::new(lease::LeaseService::new(member.clone())));
