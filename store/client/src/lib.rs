@@ -18,7 +18,8 @@
 //!
 //! Modules: [`endpoint`] parses endpoint strings, [`retry`] decides (without
 //! IO) what a failure means, [`keys`] has etcd's key-range conventions.
-//! Lease and Watch calls live in `lease_watch`.
+//! Lease and Watch calls live in `lease_watch`, Maintenance.Snapshot in
+//! `snapshot`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ mod error;
 pub mod keys;
 mod lease_watch;
 pub mod retry;
+mod snapshot;
 
 pub use endpoint::Endpoint;
 pub use error::ClientError;

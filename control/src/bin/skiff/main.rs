@@ -25,6 +25,7 @@ mod duration;
 mod kv;
 mod lease;
 mod output;
+mod snapshot;
 mod txn;
 mod up;
 mod watch;
@@ -77,6 +78,9 @@ enum Command {
     Endpoint(cluster::EndpointArgs),
     /// Run a local store cluster in the foreground (Ctrl-C stops it).
     Up(up::UpArgs),
+    /// Snapshots: save (from one endpoint), restore (into a new data dir), status.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 fn main() -> ExitCode {
@@ -124,6 +128,9 @@ async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let format = cli.global.write_out;
     match cli.command {
         Command::Up(args) => up::run(args).await?,
+        Command::Snapshot(command) => {
+            snapshot::run(command, &cli.global.endpoints, options, format, out).await?
+        }
         Command::Kv(command) => {
             let client = Client::connect(&cli.global.endpoints, options).await?;
             kv::run(&client, format, command, out).await?;
