@@ -23,4 +23,5 @@ mod lease;
 mod linearizability;
 mod maintenance;
 mod mvcc;
+mod snapshot;
 mod watch;
