@@ -8,8 +8,12 @@
 //! - [`mvcc`]: revisions, versions, ranges, txns and compaction over the engine.
 //! - [`raft`]: openraft glue: type config, log store, state machine, network.
 //! - [`server`]: the gRPC services and the member's wiring.
+//! - [`snapshot`]: snapshots in etcd's backend format (bbolt), and restore.
 
 pub mod engine;
 pub mod mvcc;
 pub mod raft;
 pub mod server;
+pub mod snapshot;
+
+mod crc32c;

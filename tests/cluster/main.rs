@@ -25,4 +25,5 @@ mod linearizability;
 mod maintenance;
 mod membership;
 mod mvcc;
+mod snapshot;
 mod watch;

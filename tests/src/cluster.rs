@@ -88,10 +88,21 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with `extra_args` added to every member's flags.
     pub async fn start_with(n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_prepared(n, extra_args, |_, _| {}).await
+    }
+
+    /// Like [`Cluster::start_with`]; `prepare(i, data_dir)` runs before
+    /// member `i` first starts, e.g. to seed its data dir with a restored
+    /// snapshot. A start retried on other ports prepares new data dirs.
+    pub async fn start_prepared(
+        n: usize,
+        extra_args: &[&str],
+        prepare: impl Fn(usize, &Path),
+    ) -> Cluster {
         assert!(n > 0, "a cluster needs at least one member");
         let store_bin = bins::store_bin();
         for attempt in 1..=START_ATTEMPTS {
-            let mut cluster = Cluster::spawn_all(n, &store_bin, extra_args);
+            let mut cluster = Cluster::spawn_all(n, &store_bin, extra_args, &prepare);
             let mut outcome = Ok(());
             for i in 0..n {
                 outcome = cluster.wait_serving(i).await;
@@ -117,7 +128,12 @@ impl Cluster {
         unreachable!("the last start attempt returns or panics")
     }
 
-    fn spawn_all(n: usize, store_bin: &Path, extra_args: &[&str]) -> Cluster {
+    fn spawn_all(
+        n: usize,
+        store_bin: &Path,
+        extra_args: &[&str],
+        prepare: &dyn Fn(usize, &Path),
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("skiff-cluster-")
             .tempdir()
@@ -130,9 +146,11 @@ impl Cluster {
             .join(",");
         let members = (0..n)
             .map(|i| {
+                let name = format!("s{}", i + 1);
+                prepare(i, &dir.path().join(&name).join("data"));
                 member_spec(
                     dir.path(),
-                    &format!("s{}", i + 1),
+                    &name,
                     client_ports[i],
                     peer_ports[i],
                     &initial_cluster,

@@ -19,7 +19,7 @@
 //! Modules: [`endpoint`] parses endpoint strings, [`retry`] decides (without
 //! IO) what a failure means, [`keys`] has etcd's key-range conventions.
 //! Lease and Watch calls live in `lease_watch`, Maintenance calls (per member
-//! or cluster-wide) in `maintenance`.
+//! or cluster-wide) in `maintenance`, Maintenance.Snapshot in `snapshot`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +45,7 @@ pub mod keys;
 mod lease_watch;
 mod maintenance;
 pub mod retry;
+mod snapshot;
 
 pub use endpoint::Endpoint;
 pub use error::ClientError;

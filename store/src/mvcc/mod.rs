@@ -78,7 +78,7 @@ use crate::engine::{Cf, Durability, Engine, WriteBatch};
 
 mod apply;
 mod error;
-mod keys;
+pub(crate) mod keys;
 mod overlay;
 mod read;
 pub mod validate;
@@ -408,7 +408,8 @@ fn deleted_kv(key: Vec<u8>, revision: i64) -> KeyValue {
     }
 }
 
-fn load_revisions(engine: &dyn Engine) -> Result<(i64, i64), KvError> {
+/// The current and compacted revisions stored in `engine`.
+pub(crate) fn load_revisions(engine: &dyn Engine) -> Result<(i64, i64), KvError> {
     let current = match engine.get(Cf::SmMeta, META_CURRENT_REVISION)? {
         Some(raw) => keys::decode_i64(&raw)?,
         None => INITIAL_REVISION,

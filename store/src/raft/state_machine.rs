@@ -195,6 +195,19 @@ fn lease_deadline_key(id: i64) -> Vec<u8> {
     key
 }
 
+/// The `Cf::SmMeta` entry saying that lease `id` expires at `expires_at_ms`
+/// (ms since the Unix epoch), for seeding a state machine.
+pub(crate) fn lease_deadline_entry(id: i64, expires_at_ms: i64) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    Ok((lease_deadline_key(id), encode(&expires_at_ms)?))
+}
+
+/// The index of the last log entry applied to the state machine in
+/// `engine` (0 if none).
+pub(crate) fn applied_index(engine: &dyn Engine) -> io::Result<u64> {
+    let applied: Option<LogIdOf<TypeConfig>> = read_meta(engine, KEY_APPLIED)?.flatten();
+    Ok(applied.map_or(0, |id| id.index()))
+}
+
 /// A snapshot on disk: the data file written by [`SnapshotBuilder`] or
 /// received from the leader.
 #[derive(Debug)]

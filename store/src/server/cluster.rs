@@ -67,14 +67,20 @@ impl ClusterService {
         &self,
         change: MemberChange,
     ) -> Result<(ResponseHeader, MemberId, Vec<PbMember>), Status> {
-        let (revision, body) = self
-            .member
-            .on_leader(LeaderRequest::Members(change))
-            .await?;
+        let request = LeaderRequest::Members(change);
+        let removes_me = request.removes(self.member.id);
+        let (revision, body) = self.member.on_leader(request).await?;
         let (id, index): (MemberId, u64) =
             decode(&body).map_err(|e| Status::internal(e.to_string()))?;
-        self.member.wait_membership(index, MEMBERSHIP_SETTLE).await;
-        Ok((self.member.header(revision), id, self.members()?))
+        if !removes_me {
+            self.member.wait_membership(index, MEMBERSHIP_SETTLE).await;
+        }
+        let mut members = self.members()?;
+        if removes_me {
+            // This member never learns of the membership without it.
+            members.retain(|m| m.id != self.member.id);
+        }
+        Ok((self.member.header(revision), id, members))
     }
 }
 

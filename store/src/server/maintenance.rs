@@ -1,32 +1,74 @@
 //! etcd's Maintenance service.
+//!
+//! Snapshot: the state machine is frozen (an engine checkpoint, so writes
+//! go on), exported to a bbolt file in etcd's schema in a scratch dir of
+//! its own (see [`crate::snapshot`]), and streamed as etcd does: 32 KiB
+//! chunks with `remaining_bytes` the bytes still to come after each, then
+//! one message with the SHA-256 of everything sent before. The scratch dir
+//! goes once the stream ends, whether it finished or the client left.
 
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use futures_util::Stream;
 use openraft::async_runtime::WatchReceiver;
+use sha2::{Digest, Sha256};
 use skiff_proto::etcdserverpb::maintenance_server::Maintenance;
 use skiff_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse,
     DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
-    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse,
 };
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::member::Member;
+use crate::crc32c::Crc32c;
 use crate::raft::Command;
 
 /// The version reported by Status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Snapshot chunks queued for one client stream.
+const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 8;
+/// Snapshots exported and sent at once by one service; more wait.
+const CONCURRENT_SNAPSHOTS: usize = 2;
+/// Names the scratch dirs of snapshots.
+static SNAPSHOT_SEQ: AtomicU64 = AtomicU64::new(0);
+
 pub struct MaintenanceService {
     member: Arc<Member>,
+    /// Where snapshots are exported, one subdirectory each.
+    export_dir: PathBuf,
+    snapshots: Arc<Semaphore>,
 }
 
 impl MaintenanceService {
-    pub fn new(member: Arc<Member>) -> Self {
-        Self { member }
+    /// The service of `member`; snapshots are exported under `export_dir`,
+    /// which is emptied now (what a crash left there), so create the
+    /// service before serving.
+    pub fn new(member: Arc<Member>, export_dir: PathBuf) -> Self {
+        if export_dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&export_dir)
+        {
+            tracing::warn!(
+                dir = %export_dir.display(),
+                error = %e,
+                "cannot clear the snapshot scratch dir"
+            );
+        }
+        Self {
+            member,
+            export_dir,
+            snapshots: Arc::new(Semaphore::new(CONCURRENT_SNAPSHOTS)),
+        }
     }
 }
 
@@ -189,7 +231,29 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_yet("snapshot"))
+        let permit = self
+            .snapshots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
+        let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .export_dir
+            .join(format!("{}-{seq}", std::process::id()));
+        let member = self.member.clone();
+        let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);
+        let span = tracing::info_span!(
+            "snapshot",
+            member = %format_args!("{:x}", member.id),
+            seq
+        );
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _entered = span.enter();
+            send_snapshot(&member, &dir, &tx);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn move_leader(
@@ -253,25 +317,88 @@ impl Maintenance for MaintenanceService {
     }
 }
 
-/// CRC-32C (Castagnoli), the checksum etcd's hashes use.
-#[derive(Default)]
-struct Crc32c(u32);
-
-impl Crc32c {
-    fn update(&mut self, bytes: &[u8]) {
-        let mut crc = !self.0;
-        for byte in bytes {
-            crc ^= u32::from(*byte);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
+/// Exports a snapshot into `dir` and sends it on `tx` (on a blocking thread).
+fn send_snapshot(member: &Member, dir: &Path, tx: &SnapshotSender) {
+    let started = Instant::now();
+    let engine = member.shared.mvcc.engine();
+    let snapshot = match crate::snapshot::export_to_temp_dir(engine, dir) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot export a snapshot");
+            let _ = tx.blocking_send(Err(snapshot_failed(&e)));
+            return;
         }
-        self.0 = !crc;
+    };
+    let exported = snapshot.exported;
+    tracing::info!(
+        revision = exported.revision,
+        compact_revision = exported.compact_revision,
+        applied_index = exported.applied_index,
+        versions = exported.versions,
+        leases = exported.leases,
+        size_bytes = exported.size_bytes,
+        took_ms = started.elapsed().as_millis() as u64,
+        "snapshot exported, sending"
+    );
+    let header = member.header(exported.revision);
+    match stream_file(&snapshot.path, exported.size_bytes, header, tx) {
+        Ok(true) => tracing::info!(
+            size_bytes = exported.size_bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot sent"
+        ),
+        Ok(false) => tracing::info!("snapshot receiver went away"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read an exported snapshot");
+            let _ = tx.blocking_send(Err(snapshot_failed(&e)));
+        }
     }
+}
+
+/// Where a snapshot's messages go.
+type SnapshotSender = mpsc::Sender<Result<SnapshotResponse, Status>>;
+
+fn snapshot_failed(e: &dyn std::fmt::Display) -> Status {
+    Status::internal(format!("etcdserver: snapshot: {e}"))
+}
+
+/// Sends the `total` bytes of `path` in chunks, then their SHA-256; false
+/// if the receiver went away.
+fn stream_file(
+    path: &Path,
+    total: u64,
+    header: ResponseHeader,
+    tx: &SnapshotSender,
+) -> std::io::Result<bool> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut header = Some(header);
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; crate::snapshot::CHUNK_BYTES];
+    while sent < total {
+        let n = buf
+            .len()
+            .min(usize::try_from(total - sent).unwrap_or(usize::MAX));
+        file.read_exact(&mut buf[..n])?;
+        hasher.update(&buf[..n]);
+        sent += n as u64;
+        let chunk = SnapshotResponse {
+            header: header.take(),
+            remaining_bytes: total - sent,
+            blob: buf[..n].to_vec(),
+            version: String::new(),
+        };
+        if tx.blocking_send(Ok(chunk)).is_err() {
+            return Ok(false);
+        }
+    }
+    let digest = SnapshotResponse {
+        header: header.take(),
+        remaining_bytes: 0,
+        blob: hasher.finalize().to_vec(),
+        version: String::new(),
+    };
+    Ok(tx.blocking_send(Ok(digest)).is_ok())
 }
 
 /// Keys read per step while hashing the keyspace.
@@ -313,7 +440,7 @@ fn hash_kv_at(member: &Member, revision: i64) -> Result<(u32, i64), Status> {
                 key = last.key.clone();
                 key.push(0);
             }
-            _ => return Ok((crc.0, revision)),
+            _ => return Ok((crc.value(), revision)),
         }
     }
 }
@@ -334,17 +461,5 @@ fn hash_state_machine(member: &Member) -> Result<u32, Status> {
             crc.update(&value);
         }
     }
-    Ok(crc.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Crc32c;
-
-    #[test]
-    fn crc32c_matches_the_standard_check_value() {
-        let mut crc = Crc32c::default();
-        crc.update(b"123456789");
-        assert_eq!(crc.0, 0xE306_9283);
-    }
+    Ok(crc.value())
 }

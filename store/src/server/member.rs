@@ -67,6 +67,13 @@ pub enum LeaderRequest {
     Members(MemberChange),
 }
 
+impl LeaderRequest {
+    /// Whether this request removes member `id` from the cluster.
+    pub fn removes(&self, id: MemberId) -> bool {
+        matches!(self, LeaderRequest::Members(MemberChange::Remove { id: removed }) if *removed == id)
+    }
+}
+
 /// The leader's answer to a read-index request.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum ReadIndexOutcome {
@@ -214,6 +221,8 @@ impl Member {
     /// this member has applied its outcome.
     pub async fn on_leader(&self, request: LeaderRequest) -> Result<(i64, Vec<u8>), Status> {
         let deadline = Instant::now() + self.timing.request_timeout;
+        // A member that is removed never applies its removal.
+        let removes_me = request.removes(self.id);
         let mut attempt = 0;
         loop {
             let leader = self.pick_leader(attempt, deadline).await?;
@@ -223,7 +232,9 @@ impl Member {
             } else {
                 self.forward(leader, &request, deadline).await
             };
-            if let ForwardOutcome::Applied { index, .. } = outcome {
+            if let ForwardOutcome::Applied { index, .. } = outcome
+                && !removes_me
+            {
                 // As etcd, answer once this member has applied the write
                 // too, so that its own serializable reads see it.
                 if timeout_at(deadline, self.shared.wait_applied(index))

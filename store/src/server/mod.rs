@@ -49,6 +49,11 @@ const JOIN_RETRY: Duration = Duration::from_millis(500);
 /// Pause between attempts to publish this member's name and client URLs.
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
+/// The RocksDB directory inside a data dir.
+pub const DB_DIR: &str = "db";
+/// Scratch space of Maintenance.Snapshot inside a data dir.
+const SNAPSHOT_EXPORT_DIR: &str = "snapshot-export";
+
 const KEY_MEMBER_ID: &[u8] = b"member_id";
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 
@@ -269,7 +274,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
-    let db_path = config.data_dir.join("db");
+    let db_path = config.data_dir.join(DB_DIR);
     let engine: Arc<dyn Engine> = Arc::new(
         RocksEngine::open(&db_path)
             .with_context(|| format!("open rocksdb at {}", db_path.display()))?,
@@ -393,7 +398,10 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
                 member.clone(),
             )))
             .add_service(MaintenanceServer::new(
-                maintenance::MaintenanceService::new(member.clone()),
+                maintenance::MaintenanceService::new(
+                    member.clone(),
+                    config.data_dir.join(SNAPSHOT_EXPORT_DIR),
+                ),
             ))
             .add_service(WatchServer::new(watch::WatchService::new(member.clone())))
             .add_service(LeaseServer::new(lease::LeaseService::new(member.clone())));

@@ -27,6 +27,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod output;
+mod snapshot;
 mod txn;
 mod up;
 mod watch;
@@ -86,6 +87,9 @@ enum Command {
     MoveLeader(maintenance::MoveLeaderArgs),
     /// Run a local store cluster in the foreground (Ctrl-C stops it).
     Up(up::UpArgs),
+    /// Snapshots: save (from one endpoint), restore (into a new data dir), status.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 fn main() -> ExitCode {
@@ -133,6 +137,9 @@ async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let format = cli.global.write_out;
     match cli.command {
         Command::Up(args) => up::run(args).await?,
+        Command::Snapshot(command) => {
+            snapshot::run(command, &cli.global.endpoints, options, format, out).await?
+        }
         Command::Kv(command) => {
             let client = Client::connect(&cli.global.endpoints, options).await?;
             kv::run(&client, format, command, out).await?;

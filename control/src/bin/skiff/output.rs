@@ -320,6 +320,44 @@ pub fn write_endpoint_status(
     }
 }
 
+/// What `snapshot status` shows (etcdctl's `snapshot.Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbStatus {
+    pub hash: u32,
+    pub revision: i64,
+    pub total_keys: u64,
+    pub total_size: u64,
+}
+
+/// `snapshot status`: etcdctl's comma line, JSON object (every field, no
+/// omitempty) or table.
+pub fn write_db_status(w: &mut dyn Write, format: OutputFormat, s: &DbStatus) -> io::Result<()> {
+    let row = vec![
+        format!("{:x}", s.hash),
+        s.revision.to_string(),
+        s.total_keys.to_string(),
+        human_bytes(s.total_size),
+    ];
+    match format {
+        OutputFormat::Simple => writeln!(w, "{}", row.join(", ")),
+        OutputFormat::Json => write_json(
+            w,
+            &Obj::new()
+                .put("hash", Json::Uint(u64::from(s.hash)))
+                .put("revision", Json::Int(s.revision))
+                .put("totalKey", Json::Uint(s.total_keys))
+                .put("totalSize", Json::Uint(s.total_size))
+                .build(),
+        ),
+        OutputFormat::Table => write_table(
+            w,
+            &["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"],
+            Align::Right,
+            [row],
+        ),
+    }
+}
+
 /// One endpoint's health check.
 #[derive(Debug)]
 pub struct EndpointHealth {
@@ -1327,6 +1365,34 @@ mod tests {
         assert_eq!(
             Json::Str("a\"b\\<c>&\n".into()).render(),
             r#""a\"b\\\u003cc\u003e\u0026\n""#
+        );
+    }
+
+    #[test]
+    fn db_status_in_every_format() {
+        let s = DbStatus {
+            hash: 0x1f2e_3d4c,
+            revision: 13,
+            total_keys: 15,
+            total_size: 24576,
+        };
+        assert_eq!(
+            out(|w| write_db_status(w, OutputFormat::Simple, &s)),
+            "1f2e3d4c, 13, 15, 25 kB\n"
+        );
+        assert_eq!(
+            out(|w| write_db_status(w, OutputFormat::Json, &s)),
+            "{\"hash\":523124044,\"revision\":13,\"totalKey\":15,\"totalSize\":24576}\n"
+        );
+        assert_eq!(
+            out(|w| write_db_status(w, OutputFormat::Table, &s)),
+            concat!(
+                "+----------+----------+------------+------------+\n",
+                "|   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |\n",
+                "+----------+----------+------------+------------+\n",
+                "| 1f2e3d4c |       13 |         15 |      25 kB |\n",
+                "+----------+----------+------------+------------+\n",
+            )
         );
     }
 }
