@@ -24,3 +24,4 @@ mod linearizability;
 mod maintenance;
 mod mvcc;
 mod watch;
+mod watch_faults;
