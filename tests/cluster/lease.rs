@@ -1,6 +1,11 @@
 //! Leases: grant, keep-alive, time-to-live, list, revoke; expiry decided by
-//! the leader and applied through raft, on time, also across a leader kill.
+//! the leader and applied through raft, on time, also across a leader kill;
+//! a lease kept alive by a client that follows the members across a leader
+//! kill, then abandoned.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use skiff_proto::etcdserverpb::lease_client::LeaseClient;
@@ -9,7 +14,9 @@ use skiff_proto::etcdserverpb::{
     LeaseTimeToLiveRequest, PutRequest,
 };
 use skiff_tests::{Cluster, LEADER_TIMEOUT, assert_status, wait_for};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -263,4 +270,202 @@ async fn lease_errors_are_etcds() {
         .expect("time to live")
         .into_inner();
     assert_eq!(unknown.ttl, -1, "an unknown lease reports TTL -1");
+}
+
+/// One answered keep-alive.
+#[derive(Debug, Clone, Copy)]
+struct Renewal {
+    member: usize,
+    sent: Instant,
+    answered: Instant,
+}
+
+/// Pause before the keeper tries the next member after a failure.
+const KEEPER_RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+/// How long the keeper waits for the answers still due once told to stop.
+const KEEPER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps lease `id` alive as etcd's client does: a keep-alive stream on one
+/// member, a renewal every TTL/3 whether or not the last was answered, and
+/// on a broken stream the next member. Once `stop` is set it sends nothing
+/// more and returns after the renewals still due are answered.
+async fn keep_lease_alive(
+    channels: Vec<Channel>,
+    mut member: usize,
+    id: i64,
+    renewals: Arc<Mutex<Vec<Renewal>>>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let period = Duration::from_millis(TTL_S as u64 * 1000 / 3);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let (requests, rx) = mpsc::channel(4);
+        let opened = LeaseClient::new(channels[member].clone())
+            .lease_keep_alive(ReceiverStream::new(rx))
+            .await;
+        let Ok(replies) = opened else {
+            member = (member + 1) % channels.len();
+            tokio::time::sleep(KEEPER_RECONNECT_PAUSE).await;
+            continue;
+        };
+        let mut replies = replies.into_inner();
+        // Send times of the renewals not answered yet, in order.
+        let mut due: VecDeque<Instant> = VecDeque::new();
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            if stop.load(Ordering::Relaxed) && drain_until.is_none() {
+                drain_until = Some(Instant::now() + KEEPER_DRAIN_TIMEOUT);
+            }
+            if drain_until.is_some() && due.is_empty() {
+                return Ok(());
+            }
+            let reply = tokio::select! {
+                _ = tick.tick(), if drain_until.is_none() => {
+                    if requests.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                        break;
+                    }
+                    due.push_back(Instant::now());
+                    continue;
+                }
+                () = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => {
+                    return Err(format!("{} renewals still unanswered after {KEEPER_DRAIN_TIMEOUT:?}", due.len()));
+                }
+                reply = replies.message() => reply,
+            };
+            let Ok(Some(reply)) = reply else {
+                break; // the member died: the next one
+            };
+            let sent = due
+                .pop_front()
+                .ok_or_else(|| format!("an answer to no renewal: {reply:?}"))?;
+            let renewal = Renewal {
+                member,
+                sent,
+                answered: Instant::now(),
+            };
+            renewals.lock().expect("renewals").push(renewal);
+            if reply.ttl != TTL_S {
+                return Err(format!("a renewal was answered {reply:?}"));
+            }
+        }
+        if drain_until.is_some() {
+            return Err(format!(
+                "the keep-alive stream broke with {} renewals unanswered",
+                due.len()
+            ));
+        }
+        member = (member + 1) % channels.len();
+        tokio::time::sleep(KEEPER_RECONNECT_PAUSE).await;
+    }
+}
+
+/// A lease kept alive as etcd's client does, on the leader at first, keeps
+/// its key for more than two TTLs across a SIGKILL of that leader (the
+/// client moves to another member); once the renewals stop, the key is gone
+/// within TTL + 1 s of the last answered one (plus an election timeout if
+/// the leader changed meanwhile), and not before TTL after it was sent.
+#[tokio::test]
+async fn kept_alive_lease_outlives_a_leader_kill_and_expires_once_abandoned() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let id = grant(&cluster, leader, TTL_S).await;
+    put_with_lease(&cluster, leader, "kept", id).await;
+    let channels: Vec<Channel> = (0..cluster.len())
+        .map(|i| cluster.channel_with_timeout(i, Duration::from_secs(600)))
+        .collect();
+    let renewals: Arc<Mutex<Vec<Renewal>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let keeper = tokio::spawn(keep_lease_alive(
+        channels,
+        leader,
+        id,
+        Arc::clone(&renewals),
+        Arc::clone(&stop),
+    ));
+    let answered = || renewals.lock().expect("renewals").len();
+    wait_for(
+        "two answered renewals",
+        Duration::from_secs(5),
+        async || answered() >= 2,
+    )
+    .await;
+
+    // The worst moment for the client: just before its next renewal, when
+    // the lease has the least time left to outlast the election.
+    let period = Duration::from_millis(TTL_S as u64 * 1000 / 3);
+    let last_sent = renewals
+        .lock()
+        .expect("renewals")
+        .last()
+        .expect("renewals")
+        .sent;
+    let kill_at = last_sent + period - Duration::from_millis(50);
+    wait_for("the moment to kill the leader", period, async || {
+        Instant::now() >= kill_at
+    })
+    .await;
+    let ttl = Duration::from_secs(TTL_S as u64);
+    let killed_at = Instant::now();
+    cluster.kill(leader).await;
+    let survivor = cluster.others(leader)[0];
+    // The key stays through the election and well beyond two TTLs.
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    while killed_at.elapsed() < 3 * ttl {
+        check.tick().await;
+        assert!(
+            !keeper.is_finished(),
+            "the keeper stopped: {:?}",
+            renewals.lock().expect("renewals").last()
+        );
+        assert!(
+            cluster.must_get(survivor, "kept").await.is_some(),
+            "the kept-alive lease expired {:?} after the leader's kill; renewals: {:?}",
+            killed_at.elapsed(),
+            renewals.lock().expect("renewals")
+        );
+    }
+    let moved = renewals
+        .lock()
+        .expect("renewals")
+        .iter()
+        .filter(|r| r.member != leader && r.sent > killed_at)
+        .count();
+    assert!(
+        moved >= 3,
+        "{moved} renewals answered by another member after the kill"
+    );
+
+    for r in renewals.lock().expect("renewals").iter() {
+        println!(
+            "renewal through s{}: sent {:?}, answered {:?} after the kill (0: before it)",
+            r.member + 1,
+            r.sent.saturating_duration_since(killed_at),
+            r.answered.saturating_duration_since(killed_at)
+        );
+    }
+    let leader_before = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    stop.store(true, Ordering::Relaxed);
+    keeper
+        .await
+        .expect("keeper task")
+        .expect("the lease was kept alive");
+    let last = *renewals.lock().expect("renewals").last().expect("renewals");
+    let gone = wait_gone(&cluster, survivor, "kept", ttl + Duration::from_secs(10)).await;
+    let leader_after = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let slack = if leader_after == leader_before {
+        EXPIRY_SLACK
+    } else {
+        EXPIRY_SLACK + ELECTION_TIMEOUT
+    };
+    assert!(
+        gone >= last.sent + ttl,
+        "gone {:?} after the last renewal was sent, before its TTL",
+        gone - last.sent
+    );
+    assert!(
+        gone <= last.answered + ttl + slack,
+        "gone {:?} after the last renewal was answered, more than TTL + {slack:?}",
+        gone - last.answered
+    );
 }

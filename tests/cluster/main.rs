@@ -27,3 +27,4 @@ mod membership;
 mod mvcc;
 mod snapshot;
 mod watch;
+mod watch_faults;

@@ -1,7 +1,8 @@
 //! The Watch service: history replay then live events, in revision order,
 //! no gap, no duplicate, one revision never split across responses;
 //! resumption from the revision after the last one seen; a watch on a
-//! follower across a leader change; filters; cancellation on compaction.
+//! follower across a leader change; filters; cancellation on compaction;
+//! large responses split into fragments only for watchers that ask.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -20,6 +21,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// How long a test waits for the next watch response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest watch response the test clients accept.
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// One received event, as the tests compare them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +45,8 @@ impl Stream {
     async fn open(cluster: &Cluster, i: usize) -> Stream {
         let (requests, rx) = mpsc::channel(16);
         let mut client =
-            WatchClient::new(cluster.channel_with_timeout(i, Duration::from_secs(300)));
+            WatchClient::new(cluster.channel_with_timeout(i, Duration::from_secs(300)))
+                .max_decoding_message_size(MAX_RESPONSE_BYTES);
         let responses = client
             .watch(ReceiverStream::new(rx))
             .await
@@ -386,4 +390,266 @@ async fn idle_watcher_with_progress_notify_gets_progress_at_the_current_revision
         Some(next),
         "without progress_notify the first response is the next event: {first:?}"
     );
+}
+
+/// etcd splits watch responses for `fragment` watchers at its max request
+/// bytes (1.5 MiB) plus gRPC's overhead (512 KiB).
+const FRAGMENT_LIMIT_BYTES: usize = 1536 * 1024 + 512 * 1024;
+/// gRPC's default limit on a message, which a response sent whole exceeds.
+const GRPC_DEFAULT_MESSAGE_BYTES: usize = 4 << 20;
+/// Size of each value in the fragment test: two fit in one request.
+const LARGE_VALUE_BYTES: usize = 600 * 1024;
+
+/// A value of `LARGE_VALUE_BYTES` that no other write repeats.
+fn large_value(label: &str) -> Vec<u8> {
+    label
+        .bytes()
+        .chain(std::iter::once(b'|'))
+        .cycle()
+        .take(LARGE_VALUE_BYTES)
+        .collect()
+}
+
+/// An event as the fragment test compares them: sizes and a hash instead of
+/// megabytes of values, so that a failure prints readably.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Digest {
+    revision: i64,
+    key: String,
+    kind: &'static str,
+    value: (usize, u64),
+    prev_value: Option<(usize, u64)>,
+}
+
+fn value_digest(value: &[u8]) -> (usize, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    (value.len(), hasher.finish())
+}
+
+fn digest(event: &skiff_proto::mvccpb::Event) -> Digest {
+    let kv = event.kv.as_ref().expect("an event has a kv");
+    Digest {
+        revision: kv.mod_revision,
+        key: String::from_utf8_lossy(&kv.key).into_owned(),
+        kind: if event.r#type == EventType::Put as i32 {
+            "PUT"
+        } else {
+            "DELETE"
+        },
+        value: value_digest(&kv.value),
+        prev_value: event.prev_kv.as_ref().map(|p| value_digest(&p.value)),
+    }
+}
+
+fn put_digest(revision: i64, key: &str, value: &[u8], prev: Option<&[u8]>) -> Digest {
+    Digest {
+        revision,
+        key: key.into(),
+        kind: "PUT",
+        value: value_digest(value),
+        prev_value: prev.map(value_digest),
+    }
+}
+
+fn put_bytes_op(key: &str, value: &[u8]) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.into(),
+            value: value.to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+impl Stream {
+    /// The responses of this stream's one watcher until `events` events
+    /// arrived, merged as etcd's client merges them: a response marked
+    /// `fragment` continues with the next. Each element is the list of
+    /// responses that form one logical response.
+    async fn fragmented_until(&mut self, events: usize) -> Vec<Vec<WatchResponse>> {
+        let mut logical: Vec<Vec<WatchResponse>> = Vec::new();
+        let mut received = 0;
+        let mut open = false;
+        while received < events || open {
+            let response = self.next().await;
+            assert!(!response.canceled, "the watch was cancelled: {response:?}");
+            received += response.events.len();
+            let fragment = response.fragment;
+            if open {
+                logical.last_mut().expect("an open response").push(response);
+            } else {
+                logical.push(vec![response]);
+            }
+            open = fragment;
+        }
+        assert_eq!(received, events, "more events than written arrived");
+        logical
+    }
+}
+
+/// Checks one logical response made of `parts` and returns its events.
+fn check_parts(parts: &[WatchResponse], fragment_asked: bool) -> Vec<Digest> {
+    let sizes: Vec<usize> = parts.iter().map(prost_len).collect();
+    let flags: Vec<bool> = parts.iter().map(|p| p.fragment).collect();
+    let (last, rest) = parts.split_last().expect("at least one part");
+    assert!(
+        rest.iter().all(|p| p.fragment) && !last.fragment,
+        "all parts but the last are marked fragment: {flags:?}"
+    );
+    if !fragment_asked {
+        assert_eq!(parts.len(), 1, "split without fragment asked: {sizes:?}");
+    }
+    for (part, size) in parts.iter().zip(&sizes) {
+        assert!(!part.events.is_empty(), "an empty fragment: {sizes:?}");
+        assert!(
+            !fragment_asked || *size < FRAGMENT_LIMIT_BYTES || part.events.len() == 1,
+            "a {size}-byte part of {} events with fragment asked: {sizes:?}",
+            part.events.len()
+        );
+        assert_eq!(
+            (part.watch_id, part.header.map(|h| h.revision)),
+            (parts[0].watch_id, parts[0].header.map(|h| h.revision)),
+            "fragments of one response share its id and header"
+        );
+    }
+    parts
+        .iter()
+        .flat_map(|p| p.events.iter().map(digest))
+        .collect()
+}
+
+fn prost_len(response: &WatchResponse) -> usize {
+    prost::Message::encoded_len(response)
+}
+
+/// A watcher with `fragment` gets a response larger than etcd's limit as
+/// several, all but the last marked `fragment`, each under the limit and
+/// holding an event, which together are the whole response; a watcher
+/// without it gets the same response whole, larger than gRPC's default
+/// message limit. Both for history caught up at creation and for one large
+/// live revision.
+#[tokio::test]
+async fn large_watch_responses_are_fragmented_only_when_asked() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let member = cluster.others(leader)[0];
+
+    // History: six large puts, then a txn that rewrites two keys in one
+    // revision; about 4.8 MiB of events.
+    let mut expected = Vec::new();
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    let mut first = 0;
+    for n in 0..6 {
+        let key = format!("big/{n}");
+        let value = large_value(&format!("{key} first"));
+        let revision = cluster
+            .must_put(leader, &key, &value)
+            .await
+            .header
+            .expect("header")
+            .revision;
+        if n == 0 {
+            first = revision;
+        }
+        expected.push(put_digest(revision, &key, &value, None));
+        values.push(value);
+    }
+    let rewrite = |n: usize, round: &str| large_value(&format!("big/{n} {round}"));
+    let txn = TxnRequest {
+        success: vec![
+            put_bytes_op("big/0", &rewrite(0, "second")),
+            put_bytes_op("big/1", &rewrite(1, "second")),
+        ],
+        ..Default::default()
+    };
+    let txn_revision = cluster
+        .client(leader)
+        .txn(txn)
+        .await
+        .expect("txn of two large puts")
+        .into_inner()
+        .header
+        .expect("header")
+        .revision;
+    for (n, old) in values.iter_mut().enumerate().take(2) {
+        let value = rewrite(n, "second");
+        expected.push(put_digest(
+            txn_revision,
+            &format!("big/{n}"),
+            &value,
+            Some(old),
+        ));
+        *old = value;
+    }
+    // The watching member has applied all of it before the watches start.
+    cluster.must_revision(member).await;
+
+    let mut fragmented = Stream::open(&cluster, member).await;
+    let mut create = prefix_watch("big/", first);
+    create.fragment = true;
+    fragmented.create(create).await;
+    let mut whole = Stream::open(&cluster, member).await;
+    whole.create(prefix_watch("big/", first)).await;
+
+    let history = fragmented.fragmented_until(expected.len()).await;
+    assert_eq!(history.len(), 1, "one logical response of history");
+    assert!(
+        history[0].len() > 1,
+        "{} bytes of events arrive in fragments",
+        history[0].iter().map(prost_len).sum::<usize>()
+    );
+    assert_eq!(
+        check_parts(&history[0], true),
+        expected,
+        "fragmented history"
+    );
+
+    let history = whole.fragmented_until(expected.len()).await;
+    assert_eq!(history.len(), 1, "one response of history");
+    assert!(
+        prost_len(&history[0][0]) > GRPC_DEFAULT_MESSAGE_BYTES,
+        "the whole response is larger than gRPC's default limit"
+    );
+    assert_eq!(check_parts(&history[0], false), expected, "whole history");
+
+    // Live: one revision of two large rewrites, with their previous values.
+    let txn = TxnRequest {
+        success: vec![
+            put_bytes_op("big/2", &rewrite(2, "live")),
+            put_bytes_op("big/3", &rewrite(3, "live")),
+        ],
+        ..Default::default()
+    };
+    let live_revision = cluster
+        .client(leader)
+        .txn(txn)
+        .await
+        .expect("live txn of two large puts")
+        .into_inner()
+        .header
+        .expect("header")
+        .revision;
+    let live_expected: Vec<Digest> = (2..4)
+        .map(|n| {
+            put_digest(
+                live_revision,
+                &format!("big/{n}"),
+                &rewrite(n, "live"),
+                Some(&values[n]),
+            )
+        })
+        .collect();
+    let live = fragmented.fragmented_until(2).await;
+    assert_eq!(live.len(), 1, "one logical live response");
+    assert_eq!(live[0].len(), 2, "one revision over two fragments");
+    assert_eq!(
+        check_parts(&live[0], true),
+        live_expected,
+        "fragmented live"
+    );
+    let live = whole.fragmented_until(2).await;
+    assert_eq!(live.len(), 1, "one live response");
+    assert_eq!(check_parts(&live[0], false), live_expected, "whole live");
 }

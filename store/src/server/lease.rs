@@ -2,15 +2,19 @@
 //!
 //! A lease's deadline is absolute (milliseconds since the Unix epoch) and
 //! recorded through raft on grant and on every keep-alive, so that whichever
-//! member leads revokes it at the same moment: a leader change neither
-//! extends a lease nor cuts it short. Only the leader revokes expired leases,
-//! through raft, which deletes their keys in one revision.
+//! member leads revokes it at the same moment. Only the leader revokes
+//! expired leases, through raft, which deletes their keys in one revision.
+//! No renewal can commit while there is no leader, so a new leader gives
+//! every lease at least its whole TTL from when it took the lead before
+//! revoking it, as etcd's new leader refreshes every lease: a client that
+//! renews on time keeps its lease across an election.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::Stream;
+use openraft::async_runtime::WatchReceiver;
 use skiff_proto::etcdserverpb::lease_server::Lease;
 use skiff_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -216,16 +220,62 @@ impl Lease for LeaseService {
     }
 }
 
-/// While this member leads, revokes every lease whose deadline has passed.
+/// The leases to revoke now, at most `limit`: those whose recorded deadline
+/// has passed and that have had their whole TTL since this member took the
+/// lead at `leading_since_ms`. `ttl_s` gives a lease's granted TTL (`None`
+/// when it is gone meanwhile).
+fn expired_leases(
+    deadlines: &[(i64, i64)],
+    mut ttl_s: impl FnMut(i64) -> Option<i64>,
+    leading_since_ms: i64,
+    now_ms: i64,
+    limit: usize,
+) -> Vec<i64> {
+    deadlines
+        .iter()
+        .filter(|(_, deadline)| *deadline <= now_ms)
+        .filter(|(id, _)| ttl_s(*id).is_some_and(|ttl| leading_since_ms + ttl * 1000 <= now_ms))
+        .map(|(id, _)| *id)
+        .take(limit)
+        .collect()
+}
+
+/// While this member leads, revokes every lease that has expired (see
+/// [`expired_leases`]). Raft's metrics tell the moment it takes the lead.
 pub async fn expire_leases(member: Arc<Member>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(EXPIRY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics = member.raft.metrics();
+    // (term, when this member took the lead in it) while it leads.
+    let mut leading: Option<(u64, i64)> = None;
     loop {
-        tokio::select! {
+        let check = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return Ok(()); // raft has stopped
+                }
+                false
+            }
+            _ = tick.tick() => true,
+        };
+        let (leader, term) = {
+            let now = metrics.borrow_watched();
+            (now.current_leader, now.current_term)
+        };
+        if leader != Some(member.id) {
+            leading = None;
+            continue;
         }
-        if member.current_leader() != Some(member.id) {
+        let leading_since_ms = match leading {
+            Some((leading_term, since)) if leading_term == term => since,
+            _ => {
+                let since = now_ms();
+                leading = Some((term, since));
+                since
+            }
+        };
+        if !check {
             continue;
         }
         let deadlines = match member.shared.lease_deadlines() {
@@ -235,12 +285,21 @@ pub async fn expire_leases(member: Arc<Member>, shutdown: CancellationToken) -> 
                 continue;
             }
         };
-        let now = now_ms();
-        for (id, _) in deadlines
-            .into_iter()
-            .filter(|(_, deadline)| *deadline <= now)
-            .take(REVOKES_PER_TICK)
-        {
+        let ttl_s = |id: i64| match member.shared.mvcc.lease(id) {
+            Ok(info) => info.map(|info| info.ttl),
+            Err(e) => {
+                tracing::error!(error = %e, lease = %format_args!("{id:x}"), "cannot read a lease");
+                None
+            }
+        };
+        let expired = expired_leases(
+            &deadlines,
+            ttl_s,
+            leading_since_ms,
+            now_ms(),
+            REVOKES_PER_TICK,
+        );
+        for id in expired {
             match member.propose(Command::LeaseRevoke { id }).await {
                 Ok(_) => {
                     tracing::info!(lease = %format_args!("{id:x}"), "lease expired and revoked")
@@ -250,5 +309,46 @@ pub async fn expire_leases(member: Arc<Member>, shutdown: CancellationToken) -> 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+
+    #[test]
+    fn a_lease_expires_at_its_deadline_under_a_settled_leader() {
+        let deadlines = [(1, NOW - 1), (2, NOW), (3, NOW + 1)];
+        let expired = expired_leases(&deadlines, |_| Some(2), NOW - 60_000, NOW, 10);
+        assert_eq!(expired, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_new_leader_gives_every_lease_its_whole_ttl() {
+        // Both deadlines passed during the election; lease 1 has a 2 s TTL,
+        // lease 2 a 5 s one, and this member has led for 3 s.
+        let deadlines = [(1, NOW - 1_500), (2, NOW - 1_500)];
+        let ttl = |id: i64| Some(if id == 1 { 2 } else { 5 });
+        assert_eq!(
+            expired_leases(&deadlines, ttl, NOW - 3_000, NOW, 10),
+            vec![1]
+        );
+        assert_eq!(
+            expired_leases(&deadlines, ttl, NOW - 1_999, NOW, 10),
+            Vec::<i64>::new(),
+            "not before a whole TTL since the lead was taken"
+        );
+    }
+
+    #[test]
+    fn gone_leases_are_skipped_and_revokes_are_bounded() {
+        let deadlines: Vec<(i64, i64)> = (1..=10).map(|id| (id, NOW - 10)).collect();
+        let ttl = |id: i64| (id % 2 == 0).then_some(1);
+        assert_eq!(
+            expired_leases(&deadlines, ttl, NOW - 60_000, NOW, 3),
+            vec![2, 4, 6]
+        );
     }
 }

@@ -7,14 +7,17 @@
 //! it, or its client reads slowly) catches up from storage again; one whose
 //! next revision was compacted meanwhile is cancelled with
 //! `compact_revision`. Events reach a watcher in revision order, without gap
-//! or duplicate, and a revision is never split across responses.
+//! or duplicate, and a revision is never split across responses, except
+//! when the watcher asked for `fragment`: then a response larger than etcd's
+//! limit is sent as consecutive parts, all but the last marked `fragment`.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
+use prost::Message;
 use skiff_proto::etcdserverpb::watch_create_request::FilterType;
 use skiff_proto::etcdserverpb::watch_request::RequestUnion;
 use skiff_proto::etcdserverpb::watch_server::Watch;
@@ -38,6 +41,13 @@ const REPLAY_PAGE_EVENTS: usize = 1_000;
 /// Commits the broadcast keeps for watchers that are behind.
 pub const BROADCAST_CAPACITY: usize = 1_024;
 
+/// A response at least this large is split for a watcher that asked for
+/// fragments. etcd splits at its max request bytes plus gRPC's overhead (the
+/// largest message a member accepts), not at the max request bytes alone.
+/// Other watchers get responses of any size: tonic encodes messages without
+/// limit by default (etcd raises grpc-go's send limit to 2 GiB for this).
+const FRAGMENT_LIMIT_BYTES: usize = super::CLIENT_MESSAGE_LIMIT_BYTES;
+
 /// etcd's message for a watch below the compacted revision.
 const COMPACTED_REASON: &str = "etcdserver: mvcc: required revision has been compacted";
 
@@ -51,6 +61,12 @@ impl WatchService {
     }
 }
 
+/// The queue of one client stream. Each item goes out as consecutive
+/// messages, so the fragments of one response are never interleaved with
+/// another watcher's responses (etcd's clients merge fragments on that
+/// assumption).
+type Outbox = mpsc::Sender<Result<Vec<WatchResponse>, Status>>;
+
 /// What one watcher selects and how.
 #[derive(Debug, Clone)]
 struct Spec {
@@ -60,6 +76,7 @@ struct Spec {
     no_put: bool,
     no_delete: bool,
     progress_notify: bool,
+    fragment: bool,
 }
 
 impl Spec {
@@ -77,6 +94,7 @@ impl Spec {
             no_put: has(FilterType::Noput),
             no_delete: has(FilterType::Nodelete),
             progress_notify: req.progress_notify,
+            fragment: req.fragment,
         }
     }
 
@@ -114,12 +132,57 @@ fn event_revision(e: &Event) -> i64 {
     e.kv.as_ref().map_or(0, |kv| kv.mod_revision)
 }
 
+/// Bytes one event adds to an encoded `WatchResponse`: the key of field 11
+/// (one byte), the length, the event.
+fn event_field_len(event: &Event) -> usize {
+    let len = event.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// `response` as etcd sends it to a watcher that asked for fragments (its
+/// `sendFragments`): whole when it encodes to less than `limit_bytes` or has
+/// fewer than two events; otherwise its events in order over several
+/// responses, each filled while it stays under `limit_bytes` (one event at
+/// least), all but the last marked `fragment`.
+fn fragments(mut response: WatchResponse, limit_bytes: usize) -> Vec<WatchResponse> {
+    if response.encoded_len() < limit_bytes || response.events.len() < 2 {
+        return vec![response];
+    }
+    let events = std::mem::take(&mut response.events);
+    let part = WatchResponse {
+        fragment: true,
+        ..response
+    };
+    let empty_len = part.encoded_len();
+    let mut parts = Vec::new();
+    let mut current: Vec<Event> = Vec::new();
+    let mut current_len = empty_len;
+    for event in events {
+        let len = event_field_len(&event);
+        if !current.is_empty() && current_len + len >= limit_bytes {
+            parts.push(WatchResponse {
+                events: std::mem::take(&mut current),
+                ..part.clone()
+            });
+            current_len = empty_len;
+        }
+        current_len += len;
+        current.push(event);
+    }
+    parts.push(WatchResponse {
+        events: current,
+        fragment: false,
+        ..part
+    });
+    parts
+}
+
 /// One watcher: replays, then follows the broadcast.
 struct Watcher {
     member: Arc<Member>,
     id: i64,
     spec: Spec,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    out: Outbox,
     /// The next revision this watcher has to deliver; shared for progress.
     next_revision: Arc<AtomicI64>,
 }
@@ -135,7 +198,12 @@ impl Watcher {
             events,
             ..Default::default()
         };
-        self.out.send(Ok(response)).await.is_ok()
+        let responses = if self.spec.fragment {
+            fragments(response, FRAGMENT_LIMIT_BYTES)
+        } else {
+            vec![response]
+        };
+        self.out.send(Ok(responses)).await.is_ok()
     }
 
     async fn cancel_compacted(&self) {
@@ -148,7 +216,7 @@ impl Watcher {
             cancel_reason: COMPACTED_REASON.to_string(),
             ..Default::default()
         };
-        let _ = self.out.send(Ok(response)).await;
+        let _ = self.out.send(Ok(vec![response])).await;
     }
 
     /// Delivers stored history from the next revision up to the current one.
@@ -203,7 +271,7 @@ impl Watcher {
                             watch_id: self.id,
                             ..Default::default()
                         };
-                        if self.out.send(Ok(progress)).await.is_err() {
+                        if self.out.send(Ok(vec![progress])).await.is_err() {
                             return;
                         }
                         continue;
@@ -257,11 +325,7 @@ struct Running {
 }
 
 /// Serves one client stream until it ends.
-async fn serve_stream(
-    member: Arc<Member>,
-    mut requests: Streaming<WatchRequest>,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
-) {
+async fn serve_stream(member: Arc<Member>, mut requests: Streaming<WatchRequest>, out: Outbox) {
     let mut watchers: HashMap<i64, Running> = HashMap::new();
     let mut next_id: i64 = 0;
     loop {
@@ -302,7 +366,7 @@ async fn serve_stream(
             None => None,
         };
         if let Some(reply) = reply
-            && out.send(Ok(reply)).await.is_err()
+            && out.send(Ok(vec![reply])).await.is_err()
         {
             break;
         }
@@ -319,7 +383,7 @@ async fn create_watcher(
     create: &WatchCreateRequest,
     watchers: &mut HashMap<i64, Running>,
     next_id: &mut i64,
-    out: &mpsc::Sender<Result<WatchResponse, Status>>,
+    out: &Outbox,
 ) -> Option<WatchResponse> {
     let mvcc = &member.shared.mvcc;
     let refuse = |watch_id: i64, reason: &str| WatchResponse {
@@ -374,7 +438,7 @@ async fn create_watcher(
         created: true,
         ..Default::default()
     };
-    if out.send(Ok(created)).await.is_err() {
+    if out.send(Ok(vec![created])).await.is_err() {
         return None;
     }
     let task = tokio::spawn(watcher.run(live));
@@ -398,6 +462,142 @@ impl Watch for WatchService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (out, out_rx) = mpsc::channel(STREAM_QUEUE_LIMIT);
         tokio::spawn(serve_stream(self.member.clone(), request.into_inner(), out));
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+        let responses = ReceiverStream::new(out_rx).flat_map(|item| {
+            let messages: Vec<Result<WatchResponse, Status>> = match item {
+                Ok(responses) => responses.into_iter().map(Ok).collect(),
+                Err(status) => vec![Err(status)],
+            };
+            futures_util::stream::iter(messages)
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use skiff_proto::etcdserverpb::ResponseHeader;
+    use skiff_proto::mvccpb::KeyValue;
+
+    use super::*;
+
+    fn put(key: &str, revision: i64, value_len: usize) -> Event {
+        Event {
+            r#type: EventType::Put as i32,
+            kv: Some(KeyValue {
+                key: key.as_bytes().to_vec(),
+                mod_revision: revision,
+                create_revision: revision,
+                version: 1,
+                value: vec![b'v'; value_len],
+                lease: 0,
+            }),
+            prev_kv: None,
+        }
+    }
+
+    fn response(events: Vec<Event>) -> WatchResponse {
+        WatchResponse {
+            header: Some(ResponseHeader {
+                cluster_id: 1,
+                member_id: 2,
+                revision: 40,
+                raft_term: 3,
+            }),
+            watch_id: 7,
+            events,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn event_field_len_is_what_the_event_adds_to_a_response() {
+        let empty = response(Vec::new());
+        for value_len in [0, 1, 100, 200, 20_000, 3_000_000] {
+            let event = put("k", 5, value_len);
+            let with = response(vec![event.clone()]);
+            assert_eq!(
+                with.encoded_len(),
+                empty.encoded_len() + event_field_len(&event),
+                "value of {value_len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_response_under_the_limit_or_with_one_event_is_sent_whole() {
+        let small = response(vec![put("a", 5, 10), put("b", 6, 10)]);
+        assert_eq!(fragments(small.clone(), 10_000), vec![small]);
+        let huge_single = response(vec![put("a", 5, 50_000)]);
+        assert_eq!(
+            fragments(huge_single.clone(), 10_000),
+            vec![huge_single],
+            "one event is never split, however large"
+        );
+    }
+
+    #[test]
+    fn a_large_response_is_split_greedily_under_the_limit() {
+        let limit = 10_000;
+        let events: Vec<Event> = (0..12)
+            .map(|n| put(&format!("k{n}"), 5 + n / 3, 1_000 + 700 * (n as usize % 4)))
+            .collect();
+        let whole = response(events.clone());
+        assert!(whole.encoded_len() >= limit);
+        let parts = fragments(whole.clone(), limit);
+        assert!(parts.len() > 1, "split: {} parts", parts.len());
+        let (last, rest) = parts.split_last().expect("parts");
+        assert!(
+            rest.iter().all(|p| p.fragment),
+            "all but the last are fragments"
+        );
+        assert!(!last.fragment, "the last part is not a fragment");
+        let mut rejoined = Vec::new();
+        for (n, part) in parts.iter().enumerate() {
+            assert!(!part.events.is_empty(), "part {n} holds an event");
+            assert_eq!(
+                (part.header, part.watch_id),
+                (whole.header, whole.watch_id),
+                "part {n} keeps the header and id"
+            );
+            let len = WatchResponse {
+                fragment: true,
+                ..part.clone()
+            }
+            .encoded_len();
+            assert!(
+                len < limit || part.events.len() == 1,
+                "part {n} is {len} bytes"
+            );
+            if let Some(next) = parts.get(n + 1) {
+                assert!(
+                    len + event_field_len(&next.events[0]) >= limit,
+                    "part {n} had room for the next event"
+                );
+            }
+            rejoined.extend(part.events.iter().cloned());
+        }
+        assert_eq!(rejoined, events, "the parts hold every event, in order");
+    }
+
+    #[test]
+    fn an_event_larger_than_the_limit_gets_a_part_of_its_own() {
+        let limit = 10_000;
+        let events = vec![put("a", 5, 100), put("b", 5, 30_000), put("c", 6, 100)];
+        let parts = fragments(response(events), limit);
+        let shape: Vec<(Vec<i64>, bool)> = parts
+            .iter()
+            .map(|p| {
+                let revisions = p
+                    .events
+                    .iter()
+                    .map(|e| e.kv.as_ref().expect("kv").mod_revision)
+                    .collect();
+                (revisions, p.fragment)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(vec![5], true), (vec![5], true), (vec![6], false)]
+        );
     }
 }
