@@ -96,6 +96,12 @@ impl<'a> ApplyBatch<'a> {
         }
     }
 
+    /// The engine under the batch: what is committed, without this batch's
+    /// writes.
+    pub fn engine(&self) -> &std::sync::Arc<dyn crate::engine::Engine> {
+        self.mvcc.engine()
+    }
+
     /// The revision after the writes so far.
     pub fn revision(&self) -> i64 {
         self.revision

@@ -12,7 +12,7 @@
 //! (taken from an engine checkpoint on the state machine's own task, so it is
 //! consistent with the applied index), streamed to a file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -252,6 +252,7 @@ impl StateMachine {
     fn apply_command(
         batch: &mut ApplyBatch<'_>,
         extra: &mut WriteBatch,
+        deadlines: &mut HashMap<i64, Option<i64>>,
         command: &Command,
     ) -> CommandReply {
         fn run<Req: Message + Default, Resp: Message>(
@@ -293,7 +294,8 @@ impl StateMachine {
                 expires_at_ms,
             } => {
                 let granted = batch.lease_grant(*id, *ttl);
-                Self::lease_reply(batch, extra, *id, granted.map(|()| Some(*expires_at_ms)))
+                let outcome = granted.map(|()| Some(*expires_at_ms));
+                Self::lease_reply(batch, extra, deadlines, *id, outcome)
             }
             Command::LeaseKeepAlive { id, expires_at_ms } => {
                 let renewed = match batch.lease_exists(*id) {
@@ -301,7 +303,7 @@ impl StateMachine {
                     Ok(false) => Err(KvError::LeaseNotFound),
                     Err(e) => Err(e),
                 };
-                Self::lease_reply(batch, extra, *id, renewed)
+                Self::lease_reply(batch, extra, deadlines, *id, renewed)
             }
             Command::Alarm {
                 member,
@@ -329,7 +331,28 @@ impl StateMachine {
             }
             Command::LeaseRevoke { id } => {
                 let revoked = batch.lease_revoke(*id);
-                Self::lease_reply(batch, extra, *id, revoked.map(|()| None))
+                Self::lease_reply(batch, extra, deadlines, *id, revoked.map(|()| None))
+            }
+            Command::LeaseExpire { id, deadline_ms } => {
+                let current = match deadlines.get(id) {
+                    Some(pending) => Ok(*pending),
+                    None => read_meta(batch.engine().as_ref(), &lease_deadline_key(*id)),
+                };
+                match current {
+                    Ok(Some(current)) if current == *deadline_ms => {
+                        let revoked = batch.lease_revoke(*id);
+                        Self::lease_reply(batch, extra, deadlines, *id, revoked.map(|()| None))
+                    }
+                    // Renewed (or revoked) since the leader looked.
+                    Ok(_) => CommandReply::Refused(WireStatus {
+                        code: tonic::Code::FailedPrecondition as i32,
+                        message: "lease renewed or gone since it expired".to_string(),
+                    }),
+                    Err(e) => CommandReply::Refused(WireStatus {
+                        code: tonic::Code::Internal as i32,
+                        message: e.to_string(),
+                    }),
+                }
             }
             Command::PublishMember {
                 id,
@@ -362,6 +385,7 @@ impl StateMachine {
     fn lease_reply(
         batch: &ApplyBatch<'_>,
         extra: &mut WriteBatch,
+        deadlines: &mut HashMap<i64, Option<i64>>,
         id: i64,
         outcome: Result<Option<i64>, KvError>,
     ) -> CommandReply {
@@ -378,6 +402,9 @@ impl StateMachine {
                 Err(e) => return refused(tonic::Status::internal(e.to_string())),
             },
             Ok(None) => extra.delete(Cf::SmMeta, lease_deadline_key(id)),
+        }
+        if let Ok(deadline) = outcome {
+            deadlines.insert(id, deadline);
         }
         CommandReply::Ok {
             revision: batch.revision(),
@@ -436,12 +463,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mvcc = &self.shared.mvcc;
         let mut batch = mvcc.begin();
         let mut extra = WriteBatch::new();
+        // Lease deadlines written by this batch, not yet in the engine.
+        let mut deadlines = HashMap::new();
         let mut replies = Vec::with_capacity(entries.len());
         for (entry, responder) in entries {
             let reply = match &entry.payload {
                 EntryPayload::Blank => CommandReply::default(),
                 EntryPayload::Normal(command) => {
-                    Self::apply_command(&mut batch, &mut extra, command)
+                    Self::apply_command(&mut batch, &mut extra, &mut deadlines, command)
                 }
                 EntryPayload::Membership(membership) => {
                     let stored = StoredMembershipOf::<TypeConfig>::new(
@@ -666,5 +695,58 @@ fn read_snapshot_file(
         let key = read_bytes(&mut input)?;
         let value = read_bytes(&mut input)?;
         each(cf, key, value)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::MemoryEngine;
+
+    fn refused(reply: &CommandReply) -> bool {
+        matches!(reply, CommandReply::Refused(_))
+    }
+
+    #[test]
+    fn an_expiry_loses_to_a_keep_alive_that_committed_first() {
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mvcc = Mvcc::open(engine).expect("mvcc");
+        let (id, first, renewed) = (7, 1_000, 5_000);
+        let expire = |deadline_ms| Command::LeaseExpire { id, deadline_ms };
+
+        // In one apply batch: grant, renew, then an expiry decided before
+        // the renewal (refused) and one decided after it (applied).
+        let mut batch = mvcc.begin();
+        let mut extra = WriteBatch::new();
+        let mut deadlines = HashMap::new();
+        let mut apply = |batch: &mut ApplyBatch<'_>, extra: &mut WriteBatch, c: &Command| {
+            StateMachine::apply_command(batch, extra, &mut deadlines, c)
+        };
+        let grant = Command::LeaseGrant {
+            id,
+            ttl: 1,
+            expires_at_ms: first,
+        };
+        assert!(!refused(&apply(&mut batch, &mut extra, &grant)));
+        let keep_alive = Command::LeaseKeepAlive {
+            id,
+            expires_at_ms: renewed,
+        };
+        assert!(!refused(&apply(&mut batch, &mut extra, &keep_alive)));
+        assert!(refused(&apply(&mut batch, &mut extra, &expire(first))));
+        assert!(batch.lease_exists(id).expect("lookup"));
+        mvcc.commit(batch, extra, Durability::Buffered)
+            .expect("commit");
+
+        // In a later batch the deadline is read back from the engine.
+        let mut batch = mvcc.begin();
+        let mut extra = WriteBatch::new();
+        assert!(refused(&apply(&mut batch, &mut extra, &expire(first))));
+        assert!(!refused(&apply(&mut batch, &mut extra, &expire(renewed))));
+        assert!(!batch.lease_exists(id).expect("lookup"), "expired");
+        assert!(
+            refused(&apply(&mut batch, &mut extra, &expire(renewed))),
+            "once"
+        );
     }
 }

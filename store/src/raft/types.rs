@@ -58,6 +58,10 @@ pub enum Command {
         alarm: i32,
         active: bool,
     },
+    /// Revokes lease `id` as expired, only if its deadline is still
+    /// `deadline_ms`: a keep-alive that committed first wins, and its client
+    /// keeps the lease it was told it has.
+    LeaseExpire { id: i64, deadline_ms: i64 },
 }
 
 impl fmt::Display for Command {
@@ -71,6 +75,7 @@ impl fmt::Display for Command {
             Command::LeaseGrant { id, ttl, .. } => write!(f, "lease_grant({id:x}, {ttl}s)"),
             Command::LeaseKeepAlive { id, .. } => write!(f, "lease_keepalive({id:x})"),
             Command::LeaseRevoke { id } => write!(f, "lease_revoke({id:x})"),
+            Command::LeaseExpire { id, .. } => write!(f, "lease_expire({id:x})"),
             Command::Alarm {
                 member,
                 alarm,

@@ -4,10 +4,13 @@
 //! recorded through raft on grant and on every keep-alive, so that whichever
 //! member leads revokes it at the same moment. Only the leader revokes
 //! expired leases, through raft, which deletes their keys in one revision.
-//! No renewal can commit while there is no leader, so a new leader gives
-//! every lease at least its whole TTL from when it took the lead before
-//! revoking it, as etcd's new leader refreshes every lease: a client that
-//! renews on time keeps its lease across an election.
+//! No renewal can commit while there is no leader, so a new leader gives a
+//! lease its whole TTL from when it took the lead before revoking it, but
+//! never more than one election timeout past its recorded deadline: a
+//! client that renews on time keeps its lease across an election, and no
+//! election extends a lease by more than that (etcd's new leader refreshes
+//! every lease to its whole TTL). An expiry is proposed with the deadline
+//! the leader saw and applied only if no keep-alive changed it meanwhile.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -220,23 +223,32 @@ impl Lease for LeaseService {
     }
 }
 
-/// The leases to revoke now, at most `limit`: those whose recorded deadline
-/// has passed and that have had their whole TTL since this member took the
-/// lead at `leading_since_ms`. `ttl_s` gives a lease's granted TTL (`None`
+/// The leases to revoke now, at most `limit`, with the deadline each was
+/// found with: those whose recorded deadline has passed, and that have had
+/// their whole TTL since this member took the lead at `leading_since_ms` or
+/// are more than `grace_ms` (one election timeout) past their deadline. The
+/// first gives a client whose renewals could not commit during an election
+/// the time to renew; the second keeps that from extending a lease by more
+/// than one election timeout. `ttl_s` gives a lease's granted TTL (`None`
 /// when it is gone meanwhile).
 fn expired_leases(
     deadlines: &[(i64, i64)],
     mut ttl_s: impl FnMut(i64) -> Option<i64>,
     leading_since_ms: i64,
+    grace_ms: i64,
     now_ms: i64,
     limit: usize,
-) -> Vec<i64> {
+) -> Vec<(i64, i64)> {
     deadlines
         .iter()
         .filter(|(_, deadline)| *deadline <= now_ms)
-        .filter(|(id, _)| ttl_s(*id).is_some_and(|ttl| leading_since_ms + ttl * 1000 <= now_ms))
-        .map(|(id, _)| *id)
+        .filter(|(id, deadline)| {
+            ttl_s(*id).is_some_and(|ttl| {
+                leading_since_ms + ttl * 1000 <= now_ms || deadline + grace_ms <= now_ms
+            })
+        })
         .take(limit)
+        .copied()
         .collect()
 }
 
@@ -296,11 +308,16 @@ pub async fn expire_leases(member: Arc<Member>, shutdown: CancellationToken) -> 
             &deadlines,
             ttl_s,
             leading_since_ms,
+            member.timing.election_timeout.as_millis() as i64,
             now_ms(),
             REVOKES_PER_TICK,
         );
-        for id in expired {
-            match member.propose(Command::LeaseRevoke { id }).await {
+        for (id, deadline_ms) in expired {
+            // Revoked only if no keep-alive renewed it meanwhile.
+            match member
+                .propose(Command::LeaseExpire { id, deadline_ms })
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(lease = %format_args!("{id:x}"), "lease expired and revoked")
                 }
@@ -317,28 +334,53 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_000_000;
+    /// One election timeout.
+    const GRACE: i64 = 1_000;
+
+    fn ids(expired: Vec<(i64, i64)>) -> Vec<i64> {
+        expired.into_iter().map(|(id, _)| id).collect()
+    }
 
     #[test]
     fn a_lease_expires_at_its_deadline_under_a_settled_leader() {
         let deadlines = [(1, NOW - 1), (2, NOW), (3, NOW + 1)];
-        let expired = expired_leases(&deadlines, |_| Some(2), NOW - 60_000, NOW, 10);
-        assert_eq!(expired, vec![1, 2]);
+        let expired = expired_leases(&deadlines, |_| Some(2), NOW - 60_000, GRACE, NOW, 10);
+        assert_eq!(
+            expired,
+            vec![(1, NOW - 1), (2, NOW)],
+            "with the deadline seen"
+        );
     }
 
     #[test]
-    fn a_new_leader_gives_every_lease_its_whole_ttl() {
-        // Both deadlines passed during the election; lease 1 has a 2 s TTL,
-        // lease 2 a 5 s one, and this member has led for 3 s.
-        let deadlines = [(1, NOW - 1_500), (2, NOW - 1_500)];
+    fn a_new_leader_gives_every_lease_its_whole_ttl_but_at_most_one_election_timeout_more() {
+        // Both deadlines passed 500 ms ago, during the election; lease 1 has
+        // a 2 s TTL, lease 2 a 5 s one.
+        let deadlines = [(1, NOW - 500), (2, NOW - 500)];
         let ttl = |id: i64| Some(if id == 1 { 2 } else { 5 });
+        // Leading for 3 s: lease 1 had its TTL, lease 2 not yet.
         assert_eq!(
-            expired_leases(&deadlines, ttl, NOW - 3_000, NOW, 10),
+            ids(expired_leases(&deadlines, ttl, NOW - 3_000, GRACE, NOW, 10)),
             vec![1]
         );
+        // Leading for 1 s: neither, and neither is a grace past its deadline.
         assert_eq!(
-            expired_leases(&deadlines, ttl, NOW - 1_999, NOW, 10),
+            ids(expired_leases(&deadlines, ttl, NOW - 1_000, GRACE, NOW, 10)),
             Vec::<i64>::new(),
             "not before a whole TTL since the lead was taken"
+        );
+        // An election timeout past the deadline ends any lease.
+        assert_eq!(
+            ids(expired_leases(
+                &deadlines,
+                ttl,
+                NOW - 1_000,
+                GRACE,
+                NOW + 500,
+                10
+            )),
+            vec![1, 2],
+            "never more than one election timeout past the deadline"
         );
     }
 
@@ -347,7 +389,7 @@ mod tests {
         let deadlines: Vec<(i64, i64)> = (1..=10).map(|id| (id, NOW - 10)).collect();
         let ttl = |id: i64| (id % 2 == 0).then_some(1);
         assert_eq!(
-            expired_leases(&deadlines, ttl, NOW - 60_000, NOW, 3),
+            ids(expired_leases(&deadlines, ttl, NOW - 60_000, GRACE, NOW, 3)),
             vec![2, 4, 6]
         );
     }
