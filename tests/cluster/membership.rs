@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::maintenance::hash_kv;
 use skiff_proto::etcdserverpb::kv_client::KvClient;
 use skiff_proto::etcdserverpb::{
-    HashKvRequest, Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
-    MemberRemoveRequest, MemberUpdateRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    request_op,
+    Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MemberUpdateRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, request_op,
 };
 use skiff_tests::{Cluster, LEADER_TIMEOUT, assert_status, wait_for};
 use tonic::Code;
@@ -117,20 +117,7 @@ async fn wait_for_snapshots(cluster: &Cluster, members: &[usize]) {
 async fn assert_hash_kv_agrees(cluster: &Cluster, members: &[usize], revision: i64) {
     let mut hashes = BTreeMap::new();
     for &i in members {
-        let hash = wait_for(
-            format!("{} to hash revision {revision}", cluster.name(i)),
-            Duration::from_secs(20),
-            async || {
-                let reply = cluster
-                    .maintenance(i)
-                    .hash_kv(HashKvRequest { revision })
-                    .await
-                    .ok()?
-                    .into_inner();
-                (reply.hash_revision == revision).then_some(reply.hash)
-            },
-        )
-        .await;
+        let hash = hash_kv(cluster, i, revision).await;
         hashes.insert(cluster.name(i).to_string(), hash);
     }
     let distinct: std::collections::BTreeSet<_> = hashes.values().collect();

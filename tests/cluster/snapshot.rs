@@ -7,9 +7,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::maintenance::hash_kv;
 use skiff_proto::etcdserverpb::lease_client::LeaseClient;
 use skiff_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, HashKvRequest, LeaseGrantRequest, LeaseLeasesRequest,
+    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest,
 };
 use skiff_proto::mvccpb::KeyValue;
@@ -128,24 +129,6 @@ async fn everything_at(cluster: &Cluster, i: usize, revision: i64) -> Vec<KeyVal
         ..Default::default()
     };
     cluster.must_range(i, request).await.kvs
-}
-
-/// HashKV of member `i` at `revision`, once it has applied it.
-async fn hash_kv(cluster: &Cluster, i: usize, revision: i64) -> u32 {
-    wait_for(
-        format!("{} to hash revision {revision}", cluster.name(i)),
-        APPLY_TIMEOUT,
-        async || {
-            let reply = cluster
-                .maintenance(i)
-                .hash_kv(HashKvRequest { revision })
-                .await
-                .ok()?
-                .into_inner();
-            (reply.hash_revision == revision).then_some(reply.hash)
-        },
-    )
-    .await
 }
 
 fn json(out: &CmdOutput) -> serde_json::Value {

@@ -453,6 +453,26 @@ fn put_digest(revision: i64, key: &str, value: &[u8], prev: Option<&[u8]>) -> Di
     }
 }
 
+/// Puts every `(key, value)` in one txn through member `i`; its revision.
+async fn put_in_one_txn(cluster: &Cluster, i: usize, puts: &[(&str, Vec<u8>)]) -> i64 {
+    let txn = TxnRequest {
+        success: puts
+            .iter()
+            .map(|(key, value)| put_bytes_op(key, value))
+            .collect(),
+        ..Default::default()
+    };
+    cluster
+        .client(i)
+        .txn(txn)
+        .await
+        .expect("txn of large puts")
+        .into_inner()
+        .header
+        .expect("header")
+        .revision
+}
+
 fn put_bytes_op(key: &str, value: &[u8]) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest {
@@ -557,22 +577,15 @@ async fn large_watch_responses_are_fragmented_only_when_asked() {
         values.push(value);
     }
     let rewrite = |n: usize, round: &str| large_value(&format!("big/{n} {round}"));
-    let txn = TxnRequest {
-        success: vec![
-            put_bytes_op("big/0", &rewrite(0, "second")),
-            put_bytes_op("big/1", &rewrite(1, "second")),
+    let txn_revision = put_in_one_txn(
+        &cluster,
+        leader,
+        &[
+            ("big/0", rewrite(0, "second")),
+            ("big/1", rewrite(1, "second")),
         ],
-        ..Default::default()
-    };
-    let txn_revision = cluster
-        .client(leader)
-        .txn(txn)
-        .await
-        .expect("txn of two large puts")
-        .into_inner()
-        .header
-        .expect("header")
-        .revision;
+    )
+    .await;
     for (n, old) in values.iter_mut().enumerate().take(2) {
         let value = rewrite(n, "second");
         expected.push(put_digest(
@@ -615,22 +628,12 @@ async fn large_watch_responses_are_fragmented_only_when_asked() {
     assert_eq!(check_parts(&history[0], false), expected, "whole history");
 
     // Live: one revision of two large rewrites, with their previous values.
-    let txn = TxnRequest {
-        success: vec![
-            put_bytes_op("big/2", &rewrite(2, "live")),
-            put_bytes_op("big/3", &rewrite(3, "live")),
-        ],
-        ..Default::default()
-    };
-    let live_revision = cluster
-        .client(leader)
-        .txn(txn)
-        .await
-        .expect("live txn of two large puts")
-        .into_inner()
-        .header
-        .expect("header")
-        .revision;
+    let live_revision = put_in_one_txn(
+        &cluster,
+        leader,
+        &[("big/2", rewrite(2, "live")), ("big/3", rewrite(3, "live"))],
+    )
+    .await;
     let live_expected: Vec<Digest> = (2..4)
         .map(|n| {
             put_digest(
