@@ -106,9 +106,9 @@ fn summary(operations: &[Operation]) -> (usize, usize, usize) {
     let mut counts = (0, 0, 0);
     for op in operations {
         match (&op.action, op.returned) {
-            (Action::Put { .. }, Some(_)) => counts.0 += 1,
             (Action::Get { .. }, _) => counts.1 += 1,
-            (Action::Put { .. }, None) => counts.2 += 1,
+            (_, Some(_)) => counts.0 += 1,
+            (_, None) => counts.2 += 1,
         }
     }
     counts

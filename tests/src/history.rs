@@ -3,13 +3,13 @@
 //! Clients record each operation's invoke and return time ([`History`]);
 //! [`check_registers`] then decides whether some order of the operations,
 //! consistent with real time, explains every result when each key is a
-//! register (puts set it, gets read it). Keys are independent, so each key's
-//! history is checked on its own.
+//! register (puts set it, deletes clear it, gets read it, a compare-and-swap
+//! sets it only when it holds the expected value). Keys are independent, so
+//! each key's history is checked on its own.
 //!
-//! An operation whose outcome is unknown (a put that timed out or failed with
-//! anything but a refusal) has no return time: it may take effect at any time
-//! after its invocation, or never. A get that failed tells nothing and is not
-//! recorded.
+//! A write whose outcome is unknown (it timed out or failed with anything but
+//! a refusal) has no return time: it may take effect at any time after its
+//! invocation, or never. A get that failed tells nothing and is not recorded.
 //!
 //! The search is Wing & Gong's with memoisation (as in Knossos and porcupine):
 //! the next operation to linearize can be any pending one invoked before the
@@ -30,6 +30,62 @@ pub enum Action {
     Put { value: String },
     /// A read that returned `value` (`None`: the key was absent).
     Get { value: Option<String> },
+    /// Delete the key.
+    Delete,
+    /// Put `value` if the register holds `expected` (`None`: absent);
+    /// `succeeded` says whether it did (meaningless when the outcome is
+    /// unknown).
+    Cas {
+        expected: Option<String>,
+        value: String,
+        succeeded: bool,
+    },
+}
+
+impl Action {
+    /// The registers this action may leave behind when applied to `state`;
+    /// none when its result is impossible from `state`. A write of unknown
+    /// outcome (`known` false) may also leave `state` as it was.
+    fn apply(&self, state: Option<&str>, known: bool) -> Vec<Option<String>> {
+        let unchanged = || state.map(str::to_string);
+        let mut next = match self {
+            Action::Put { value } => vec![Some(value.clone())],
+            Action::Get { value } => {
+                return if value.as_deref() == state {
+                    vec![unchanged()]
+                } else {
+                    Vec::new()
+                };
+            }
+            Action::Delete => vec![None],
+            Action::Cas {
+                expected,
+                value,
+                succeeded,
+            } => {
+                let holds = expected.as_deref() == state;
+                match (known, *succeeded) {
+                    (true, true) if holds => vec![Some(value.clone())],
+                    (true, false) if !holds => return vec![unchanged()],
+                    (true, _) => return Vec::new(),
+                    (false, _) if holds => vec![Some(value.clone())],
+                    (false, _) => return vec![unchanged()],
+                }
+            }
+        };
+        if !known && !next.contains(&unchanged()) {
+            next.push(unchanged());
+        }
+        next
+    }
+
+    /// The value this action writes, if any.
+    fn written(&self) -> Option<&str> {
+        match self {
+            Action::Put { value } | Action::Cas { value, .. } => Some(value),
+            Action::Get { .. } | Action::Delete => None,
+        }
+    }
 }
 
 /// One client operation on one key.
@@ -53,6 +109,22 @@ impl fmt::Display for Operation {
             Action::Put { value } => format!("put {value}"),
             Action::Get { value: Some(value) } => format!("get -> {value}"),
             Action::Get { value: None } => "get -> (absent)".to_string(),
+            Action::Delete => "delete".to_string(),
+            Action::Cas {
+                expected,
+                value,
+                succeeded,
+            } => format!(
+                "cas {} -> {value}: {}",
+                expected.as_deref().unwrap_or("(absent)"),
+                if self.returned.is_none() {
+                    "unknown"
+                } else if *succeeded {
+                    "swapped"
+                } else {
+                    "refused"
+                }
+            ),
         };
         write!(
             f,
@@ -107,6 +179,11 @@ impl History {
         let action = Action::Put {
             value: value.to_string(),
         };
+        self.unknown(client, key, action, invoked);
+    }
+
+    /// Records a write invoked at `invoked` whose outcome is unknown.
+    pub fn unknown(&self, client: usize, key: &str, action: Action, invoked: Duration) {
         self.push(Operation {
             client,
             key: key.to_string(),
@@ -214,20 +291,34 @@ pub fn check_registers(operations: &[Operation]) -> Result<(), Vec<Violation>> {
 /// Checks one key's history against a register that starts absent.
 pub fn check_register(key: &str, mut operations: Vec<Operation>) -> Result<(), Violation> {
     operations.sort_by_key(|op| op.invoked);
-    // A put of unknown outcome whose value nobody read may as well never have
-    // happened (values are unique): leave it out of the search.
+    // A write of unknown outcome whose value nobody read may as well never
+    // have happened (values are unique): leave it out of the search. Not when
+    // a refused compare-and-swap could owe its refusal to that value.
     let read: HashSet<String> = operations
         .iter()
         .filter_map(|op| match &op.action {
-            Action::Get { value } => value.clone(),
-            Action::Put { .. } => None,
+            Action::Get { value }
+            | Action::Cas {
+                expected: value, ..
+            } => value.clone(),
+            Action::Put { .. } | Action::Delete => None,
         })
         .collect();
+    let refused_cas = operations.iter().any(|op| {
+        op.returned.is_some()
+            && matches!(
+                op.action,
+                Action::Cas {
+                    succeeded: false,
+                    ..
+                }
+            )
+    });
     let searched: Vec<Operation> = operations
         .iter()
-        .filter(|op| match &op.action {
-            Action::Put { value } => op.returned.is_some() || read.contains(value),
-            Action::Get { .. } => true,
+        .filter(|op| match op.action.written() {
+            Some(value) => op.returned.is_some() || refused_cas || read.contains(value),
+            None => true,
         })
         .cloned()
         .collect();
@@ -298,18 +389,16 @@ impl Search<'_> {
             if self.ops[i].invoked > earliest_return {
                 break; // sorted by invocation: no later one qualifies either
             }
-            let next = match &self.ops[i].action {
-                Action::Put { value } => Some(value.as_str()),
-                Action::Get { value } if value.as_deref() == state => state,
-                Action::Get { .. } => continue,
-            };
-            self.linearized[i] = true;
-            self.order.push(i);
-            if self.explore(next) {
-                return true;
+            let op = &self.ops[i];
+            for next in op.action.apply(state, op.returned.is_some()) {
+                self.linearized[i] = true;
+                self.order.push(i);
+                if self.explore(next.as_deref()) {
+                    return true;
+                }
+                self.order.pop();
+                self.linearized[i] = false;
             }
-            self.order.pop();
-            self.linearized[i] = false;
         }
         false
     }
@@ -427,5 +516,90 @@ mod tests {
         let violations = check_registers(&ops).expect_err("key other never had a put");
         assert_eq!(violations.len(), 1);
         assert_eq!(violations[0].key, "other");
+    }
+
+    fn cas(expected: Option<&str>, value: &str, succeeded: bool) -> Action {
+        Action::Cas {
+            expected: expected.map(str::to_string),
+            value: value.to_string(),
+            succeeded,
+        }
+    }
+
+    #[test]
+    fn deletes_clear_the_register() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, Action::Delete, 2, Some(3)),
+            op(1, get(None), 4, Some(5)),
+        ];
+        check_registers(&ops).expect("read absent after the delete");
+        let stale = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, Action::Delete, 2, Some(3)),
+            op(1, get(Some("a")), 4, Some(5)),
+        ];
+        assert!(
+            check_registers(&stale).is_err(),
+            "a read of a deleted value"
+        );
+        let unknown = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, Action::Delete, 2, None),
+            op(1, get(Some("a")), 4, Some(5)),
+            op(1, get(None), 6, Some(7)),
+        ];
+        check_registers(&unknown).expect("an unknown delete may take effect late");
+    }
+
+    #[test]
+    fn compare_and_swap_succeeds_only_on_the_expected_value() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, cas(Some("a"), "b", true), 2, Some(3)),
+            op(2, cas(Some("a"), "c", false), 4, Some(5)),
+            op(0, get(Some("b")), 6, Some(7)),
+        ];
+        check_registers(&ops).expect("a then b; the second CAS was refused");
+        let wrong = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, cas(Some("x"), "b", true), 2, Some(3)),
+        ];
+        assert!(
+            check_registers(&wrong).is_err(),
+            "a CAS that swapped although the register held another value"
+        );
+        let wrongly_refused = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, cas(Some("a"), "b", false), 2, Some(3)),
+        ];
+        assert!(
+            check_registers(&wrongly_refused).is_err(),
+            "a CAS refused although the register held the expected value"
+        );
+        let on_absent = vec![
+            op(1, cas(None, "b", true), 0, Some(1)),
+            op(0, get(Some("b")), 2, Some(3)),
+        ];
+        check_registers(&on_absent).expect("a CAS on an absent key");
+    }
+
+    #[test]
+    fn a_refused_cas_may_owe_its_refusal_to_an_unknown_write() {
+        // The unknown put of "b" was never read, but only it explains why
+        // the CAS expecting "a" was refused.
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, put("b"), 2, None),
+            op(2, cas(Some("a"), "c", false), 5, Some(6)),
+        ];
+        check_registers(&ops).expect("the unknown put took effect before the CAS");
+        let unknown_cas = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, cas(Some("a"), "b", true), 2, None),
+            op(2, get(Some("a")), 3, Some(4)),
+            op(2, get(Some("b")), 5, Some(6)),
+        ];
+        check_registers(&unknown_cas).expect("an unknown CAS may take effect late");
     }
 }
