@@ -5,11 +5,11 @@
 use std::fmt::Debug;
 
 use skiff_proto::etcdserverpb::kv_client::KvClient;
-use skiff_proto::etcdserverpb::request_op::Request;
 use skiff_proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use skiff_proto::mvccpb::KeyValue;
+use skiff_tests::ops::put_op;
 use skiff_tests::{Cluster, LEADER_TIMEOUT, assert_status};
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
@@ -84,16 +84,6 @@ async fn assert_refused<T: Debug>(
     }
 }
 
-fn put_op(key: &str, value: &str) -> RequestOp {
-    RequestOp {
-        request: Some(Request::RequestPut(PutRequest {
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-            ..Default::default()
-        })),
-    }
-}
-
 #[tokio::test]
 async fn empty_key_is_refused() {
     let cluster = cluster_with_data().await;
@@ -164,7 +154,7 @@ async fn request_over_1_5_mib_is_refused() {
 async fn txn_with_129_ops_is_refused() {
     let cluster = cluster_with_data().await;
     let ops: Vec<RequestOp> = (0..129)
-        .map(|k| put_op(&format!("many/{k:03}"), "v"))
+        .map(|k| put_op(format!("many/{k:03}"), "v"))
         .collect();
     assert_refused(
         &cluster,

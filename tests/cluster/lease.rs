@@ -299,14 +299,15 @@ async fn keep_lease_alive(
     let period = Duration::from_millis(TTL_S as u64 * 1000 / 3);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconnect = skiff_tests::pace(KEEPER_RECONNECT_PAUSE);
     loop {
+        reconnect.tick().await;
         let (requests, rx) = mpsc::channel(4);
         let opened = LeaseClient::new(channels[member].clone())
             .lease_keep_alive(ReceiverStream::new(rx))
             .await;
         let Ok(replies) = opened else {
             member = (member + 1) % channels.len();
-            tokio::time::sleep(KEEPER_RECONNECT_PAUSE).await;
             continue;
         };
         let mut replies = replies.into_inner();
@@ -320,18 +321,26 @@ async fn keep_lease_alive(
             if drain_until.is_some() && due.is_empty() {
                 return Ok(());
             }
-            let reply = tokio::select! {
-                _ = tick.tick(), if drain_until.is_none() => {
-                    if requests.send(LeaseKeepAliveRequest { id }).await.is_err() {
-                        break;
+            let reply = match drain_until {
+                Some(until) => match tokio::time::timeout_at(until, replies.message()).await {
+                    Ok(reply) => reply,
+                    Err(_) => {
+                        return Err(format!(
+                            "{} renewals still unanswered after {KEEPER_DRAIN_TIMEOUT:?}",
+                            due.len()
+                        ));
                     }
-                    due.push_back(Instant::now());
-                    continue;
-                }
-                () = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => {
-                    return Err(format!("{} renewals still unanswered after {KEEPER_DRAIN_TIMEOUT:?}", due.len()));
-                }
-                reply = replies.message() => reply,
+                },
+                None => tokio::select! {
+                    _ = tick.tick() => {
+                        if requests.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                            break;
+                        }
+                        due.push_back(Instant::now());
+                        continue;
+                    }
+                    reply = replies.message() => reply,
+                },
             };
             let Ok(Some(reply)) = reply else {
                 break; // the member died: the next one
@@ -356,7 +365,6 @@ async fn keep_lease_alive(
             ));
         }
         member = (member + 1) % channels.len();
-        tokio::time::sleep(KEEPER_RECONNECT_PAUSE).await;
     }
 }
 

@@ -124,6 +124,7 @@ async fn run_client(
     mut rng: u64,
 ) {
     let mut seq = 0u64;
+    let mut retry = skiff_tests::pace(Duration::from_millis(20));
     while !stop.load(Ordering::Relaxed) {
         let key = format!("hist/{}", next(&mut rng) % KEYS as u64);
         let completed = if next(&mut rng).is_multiple_of(2) {
@@ -166,7 +167,7 @@ async fn run_client(
         };
         if !completed {
             // Do not spin on a member that is down.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            retry.tick().await;
         }
     }
 }

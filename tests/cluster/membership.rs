@@ -13,8 +13,9 @@ use crate::maintenance::hash_kv;
 use skiff_proto::etcdserverpb::kv_client::KvClient;
 use skiff_proto::etcdserverpb::{
     Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
-    MemberUpdateRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, request_op,
+    MemberUpdateRequest, PutRequest, RangeRequest, TxnRequest,
 };
+use skiff_tests::ops::put_op;
 use skiff_tests::{Cluster, LEADER_TIMEOUT, assert_status, wait_for};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -588,13 +589,7 @@ async fn new_member_catches_up_on_100k_keys_from_a_snapshot() {
         async move {
             for batch in (w..KEYS / PER_TXN).step_by(4) {
                 let success = (0..PER_TXN)
-                    .map(|k| RequestOp {
-                        request: Some(request_op::Request::RequestPut(PutRequest {
-                            key: format!("k/{:06}", batch * PER_TXN + k).into_bytes(),
-                            value: value.clone(),
-                            ..Default::default()
-                        })),
-                    })
+                    .map(|k| put_op(format!("k/{:06}", batch * PER_TXN + k), &value))
                     .collect();
                 client
                     .txn(TxnRequest {

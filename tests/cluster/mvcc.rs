@@ -10,22 +10,13 @@ use skiff_proto::etcdserverpb::{
     TxnRequest, TxnResponse,
 };
 use skiff_proto::mvccpb::KeyValue;
+use skiff_tests::ops::put_op;
 use skiff_tests::{Cluster, assert_status};
 use tonic::Code;
 
 /// (create_revision, mod_revision, version) of a key.
 fn revs(kv: &KeyValue) -> (i64, i64, i64) {
     (kv.create_revision, kv.mod_revision, kv.version)
-}
-
-fn put_op(key: &str, value: &str) -> RequestOp {
-    RequestOp {
-        request: Some(Request::RequestPut(PutRequest {
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-            ..Default::default()
-        })),
-    }
 }
 
 fn get_op(key: &str) -> RequestOp {
@@ -313,7 +304,7 @@ async fn txn_with_writes_is_one_revision() {
 
     // 128 ops, etcd's limit, is accepted as one revision.
     let ops: Vec<RequestOp> = (0..128)
-        .map(|k| put_op(&format!("t/many/{k:03}"), "v"))
+        .map(|k| put_op(format!("t/many/{k:03}"), "v"))
         .collect();
     let txn = must_txn(
         &cluster,

@@ -11,10 +11,10 @@ use skiff_proto::etcdserverpb::watch_client::WatchClient;
 use skiff_proto::etcdserverpb::watch_create_request::FilterType;
 use skiff_proto::etcdserverpb::watch_request::RequestUnion;
 use skiff_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCreateRequest,
-    WatchRequest, WatchResponse, request_op,
+    CompactionRequest, DeleteRangeRequest, TxnRequest, WatchCreateRequest, WatchRequest,
+    WatchResponse,
 };
-use skiff_proto::mvccpb::event::EventType;
+use skiff_tests::ops::{event_kind, put_op};
 use skiff_tests::{Cluster, LEADER_TIMEOUT, prefix_end};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -98,11 +98,7 @@ impl Stream {
                 seen.push(Seen {
                     revision: kv.mod_revision,
                     key: String::from_utf8_lossy(&kv.key).into_owned(),
-                    kind: if event.r#type == EventType::Put as i32 {
-                        "PUT"
-                    } else {
-                        "DELETE"
-                    },
+                    kind: event_kind(event),
                     value: String::from_utf8_lossy(&kv.value).into_owned(),
                     prev_value: event
                         .prev_kv
@@ -122,16 +118,6 @@ impl Stream {
             "events out of revision order: {seen:#?}"
         );
         seen
-    }
-}
-
-fn put_op(key: &str, value: &str) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest {
-            key: key.into(),
-            value: value.into(),
-            ..Default::default()
-        })),
     }
 }
 
@@ -433,11 +419,7 @@ fn digest(event: &skiff_proto::mvccpb::Event) -> Digest {
     Digest {
         revision: kv.mod_revision,
         key: String::from_utf8_lossy(&kv.key).into_owned(),
-        kind: if event.r#type == EventType::Put as i32 {
-            "PUT"
-        } else {
-            "DELETE"
-        },
+        kind: event_kind(event),
         value: value_digest(&kv.value),
         prev_value: event.prev_kv.as_ref().map(|p| value_digest(&p.value)),
     }
@@ -456,10 +438,7 @@ fn put_digest(revision: i64, key: &str, value: &[u8], prev: Option<&[u8]>) -> Di
 /// Puts every `(key, value)` in one txn through member `i`; its revision.
 async fn put_in_one_txn(cluster: &Cluster, i: usize, puts: &[(&str, Vec<u8>)]) -> i64 {
     let txn = TxnRequest {
-        success: puts
-            .iter()
-            .map(|(key, value)| put_bytes_op(key, value))
-            .collect(),
+        success: puts.iter().map(|(key, value)| put_op(key, value)).collect(),
         ..Default::default()
     };
     cluster
@@ -471,16 +450,6 @@ async fn put_in_one_txn(cluster: &Cluster, i: usize, puts: &[(&str, Vec<u8>)]) -
         .header
         .expect("header")
         .revision
-}
-
-fn put_bytes_op(key: &str, value: &[u8]) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest {
-            key: key.into(),
-            value: value.to_vec(),
-            ..Default::default()
-        })),
-    }
 }
 
 impl Stream {

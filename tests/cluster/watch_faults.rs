@@ -19,11 +19,11 @@ use skiff_proto::etcdserverpb::kv_client::KvClient;
 use skiff_proto::etcdserverpb::watch_client::WatchClient;
 use skiff_proto::etcdserverpb::watch_request::RequestUnion;
 use skiff_proto::etcdserverpb::{
-    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
-    WatchRequest, request_op,
+    DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use skiff_proto::mvccpb::event::EventType;
 use skiff_proto::mvccpb::{Event, KeyValue};
+use skiff_tests::ops::{event_kind, put_op};
 use skiff_tests::{Cluster, LEADER_TIMEOUT, prefix_end, wait_for};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -138,7 +138,9 @@ async fn run_watcher(
             .last_revision()
             .is_some_and(|r| r >= target)
     };
+    let mut reconnect = skiff_tests::pace(RECONNECT_PAUSE);
     loop {
+        reconnect.tick().await;
         if reached(&log, *target.borrow()) {
             log.lock().expect("watcher log").done = true;
             return;
@@ -169,7 +171,6 @@ async fn run_watcher(
             Ok(responses) => responses.into_inner(),
             Err(_) => {
                 member = (member + 1) % channels.len();
-                tokio::time::sleep(RECONNECT_PAUSE).await;
                 continue;
             }
         };
@@ -224,22 +225,11 @@ async fn run_watcher(
         }
         drop(requests);
         member = (member + 1) % channels.len();
-        tokio::time::sleep(RECONNECT_PAUSE).await;
     }
 }
 
 fn key(writer: usize, n: usize) -> String {
     format!("{PREFIX}w{writer}/k{}", n % KEYS_PER_WRITER)
-}
-
-fn put_op(key: &str, value: &str) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest {
-            key: key.into(),
-            value: value.into(),
-            ..Default::default()
-        })),
-    }
 }
 
 /// Writes under `wf/w{writer}/` through every member in turn until `stop`.
@@ -250,6 +240,7 @@ async fn run_writer(
     acks: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 ) {
+    let mut retry = skiff_tests::pace(WRITE_RETRY_PAUSE);
     for n in 0usize.. {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -345,7 +336,7 @@ async fn run_writer(
             }
             Err(()) => {
                 log.lock().expect("write log").unknown += 1;
-                tokio::time::sleep(WRITE_RETRY_PAUSE).await;
+                retry.tick().await;
             }
         }
     }
@@ -415,11 +406,7 @@ async fn history_from_ranges(cluster: &Cluster, i: usize, from: i64, to: i64) ->
 
 fn describe(event: &Event) -> String {
     let kv = event.kv.as_ref().expect("an event has a kv");
-    let kind = if event.r#type == EventType::Put as i32 {
-        "PUT"
-    } else {
-        "DELETE"
-    };
+    let kind = event_kind(event);
     let prev = event
         .prev_kv
         .as_ref()

@@ -10,6 +10,7 @@
 //!   checks them for linearizability.
 //! - [`cmd`] runs Debian's `etcdctl` and the `skiff` CLI against a cluster and
 //!   parses their tables.
+//! - [`ops`] builds the Txn operations and reads the events tests share.
 //! - [`assert_status`] checks a gRPC error's code and exact message.
 //! - [`bins`] finds the binaries under test in the cargo target directory.
 //!
@@ -19,13 +20,14 @@ pub mod bins;
 pub mod cluster;
 pub mod cmd;
 pub mod history;
+pub mod ops;
 pub mod status;
 pub mod wait;
 
 pub use cluster::{Cluster, prefix_end, strip_scheme};
 pub use cmd::{CmdOutput, Table};
 pub use status::assert_status;
-pub use wait::{Check, try_wait_for, wait_for};
+pub use wait::{Check, pace, try_wait_for, wait_for};
 
 use std::time::Duration;
 

@@ -87,3 +87,12 @@ pub async fn try_wait_for<R: Check>(
         tokio::time::sleep_until((Instant::now() + POLL_INTERVAL).min(deadline)).await;
     }
 }
+
+/// A pace for retrying loops: its `tick()` returns at once the first time,
+/// then at most once per `period`, so that a loop whose server is down
+/// retries without spinning. Waiting for a condition is [`wait_for`]'s job.
+pub fn pace(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
