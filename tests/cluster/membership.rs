@@ -435,6 +435,8 @@ async fn learners_are_promoted_in_sync_and_quorum_losing_changes_are_refused() {
     }
 }
 
+/// Member add, update, promote and remove lines print the id as Go's `%16x`
+/// (padded with spaces to 16 characters), in etcdctl and skiff alike.
 #[tokio::test]
 async fn etcdctl_and_skiff_member_add_update_promote_remove() {
     let mut cluster = Cluster::start(3).await;
@@ -492,7 +494,7 @@ async fn etcdctl_and_skiff_member_add_update_promote_remove() {
     out.success();
     assert!(
         out.stdout
-            .contains(&format!("Member {id_hex} removed from cluster")),
+            .contains(&format!("Member {id_hex:>16} removed from cluster")),
         "{}",
         out.stdout
     );
@@ -532,7 +534,7 @@ async fn etcdctl_and_skiff_member_add_update_promote_remove() {
     out.success();
     assert!(
         out.stdout
-            .contains(&format!("Member {id_hex} updated in cluster")),
+            .contains(&format!("Member {id_hex:>16} updated in cluster")),
         "{}",
         out.stdout
     );
@@ -561,7 +563,7 @@ async fn etcdctl_and_skiff_member_add_update_promote_remove() {
     out.success();
     assert!(
         out.stdout
-            .contains(&format!("Member {id_hex} removed from cluster")),
+            .contains(&format!("Member {id_hex:>16} removed from cluster")),
         "{}",
         out.stdout
     );
