@@ -159,26 +159,42 @@ async fn status(
     endpoints: &[String],
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
-    let answers = join_all(endpoints.iter().map(|ep| client.status(ep))).await;
+    let (answers, all_ok) = ask_each(endpoints, "status", |ep| client.status(ep)).await;
+    let list: Vec<EndpointStatus> = answers
+        .into_iter()
+        .map(|(endpoint, status)| EndpointStatus { endpoint, status })
+        .collect();
+    output::write_endpoint_status(out, format, &list)?;
+    Ok(all_ok)
+}
+
+/// Asks every endpoint at once. Returns the answers in endpoint order and
+/// whether every endpoint answered; each failure is on stderr, as etcdctl
+/// words it: "Failed to get the WHAT of endpoint EP (reason)".
+pub async fn ask_each<'a, T, Fut>(
+    endpoints: &'a [String],
+    what: &str,
+    ask: impl Fn(&'a str) -> Fut,
+) -> (Vec<(String, T)>, bool)
+where
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let answers = join_all(endpoints.iter().map(|ep| ask(ep))).await;
     let mut list = Vec::new();
     let mut all_ok = true;
     for (endpoint, answer) in endpoints.iter().zip(answers) {
         match answer {
-            Ok(status) => list.push(EndpointStatus {
-                endpoint: endpoint.clone(),
-                status,
-            }),
+            Ok(value) => list.push((endpoint.clone(), value)),
             Err(e) => {
                 all_ok = false;
                 eprintln!(
-                    "Failed to get the status of endpoint {endpoint} ({})",
+                    "Failed to get the {what} of endpoint {endpoint} ({})",
                     endpoint_error(endpoint, &e)
                 );
             }
         }
     }
-    output::write_endpoint_status(out, format, &list)?;
-    Ok(all_ok)
+    (list, all_ok)
 }
 
 async fn health(

@@ -18,7 +18,7 @@ use skiff_proto::etcdserverpb::{
     alarm_request::AlarmAction,
 };
 
-use crate::cluster::endpoint_error;
+use crate::cluster::{ask_each, endpoint_error};
 use crate::output::{self, EndpointHashKv, OutputFormat};
 
 #[derive(Debug, Args)]
@@ -69,24 +69,11 @@ pub async fn hash_kv(
     if args.rev < 0 {
         bail!("invalid revision {}: must not be negative", args.rev);
     }
-    let answers = join_all(endpoints.iter().map(|ep| client.hash_kv(ep, args.rev))).await;
-    let mut list = Vec::new();
-    let mut all_ok = true;
-    for (endpoint, answer) in endpoints.iter().zip(answers) {
-        match answer {
-            Ok(resp) => list.push(EndpointHashKv {
-                endpoint: endpoint.clone(),
-                resp,
-            }),
-            Err(e) => {
-                all_ok = false;
-                eprintln!(
-                    "Failed to get the hash of endpoint {endpoint} ({})",
-                    endpoint_error(endpoint, &e)
-                );
-            }
-        }
-    }
+    let (answers, all_ok) = ask_each(endpoints, "hash", |ep| client.hash_kv(ep, args.rev)).await;
+    let list: Vec<EndpointHashKv> = answers
+        .into_iter()
+        .map(|(endpoint, resp)| EndpointHashKv { endpoint, resp })
+        .collect();
     output::write_endpoint_hash_kv(out, format, &list)?;
     Ok(all_ok)
 }
