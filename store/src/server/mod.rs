@@ -483,12 +483,14 @@ pub fn published_client_url(url: &str) -> String {
 /// MemberUpdate redirects traffic to a member's new address.
 async fn track_peer_urls(member: Arc<Member>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut metrics = member.raft.metrics();
+    // The log id of the membership last recorded: metrics change on every
+    // write, the membership seldom.
     let mut seen = None;
     loop {
         let membership = metrics.borrow_watched().membership_config.clone();
-        if seen.as_ref() != Some(&membership) {
+        if seen != Some(*membership.log_id()) {
             member.peers.set_urls(membership.membership().nodes());
-            seen = Some(membership);
+            seen = Some(*membership.log_id());
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
