@@ -435,8 +435,14 @@ async fn learners_are_promoted_in_sync_and_quorum_losing_changes_are_refused() {
     }
 }
 
-/// Member add, update, promote and remove lines print the id as Go's `%16x`
-/// (padded with spaces to 16 characters), in etcdctl and skiff alike.
+/// Asserts that `out` says "Member ID WHAT cluster ...", the id printed as
+/// Go's `%16x` (padded with spaces to 16 characters) by etcdctl and skiff.
+#[track_caller]
+fn assert_member_line(out: &skiff_tests::CmdOutput, id_hex: &str, what: &str) {
+    let line = format!("Member {id_hex:>16} {what} cluster");
+    assert!(out.stdout.contains(&line), "{line:?} in {}", out.stdout);
+}
+
 #[tokio::test]
 async fn etcdctl_and_skiff_member_add_update_promote_remove() {
     let mut cluster = Cluster::start(3).await;
@@ -492,12 +498,7 @@ async fn etcdctl_and_skiff_member_add_update_promote_remove() {
     wait_caught_up(&cluster, s4, leader).await;
     let out = skiff_tests::cmd::etcdctl(&endpoints, &["member", "remove", &id_hex], None).await;
     out.success();
-    assert!(
-        out.stdout
-            .contains(&format!("Member {id_hex:>16} removed from cluster")),
-        "{}",
-        out.stdout
-    );
+    assert_member_line(&out, &id_hex, "removed from");
     cluster.kill(s4).await;
     let out = skiff_tests::cmd::etcdctl(&endpoints, &["member", "remove", &id_hex], None).await;
     assert!(!out.status.success());
@@ -532,12 +533,7 @@ async fn etcdctl_and_skiff_member_add_update_promote_remove() {
         .skiff(&["member", "update", &id_hex, "--peer-urls", &moved])
         .await;
     out.success();
-    assert!(
-        out.stdout
-            .contains(&format!("Member {id_hex:>16} updated in cluster")),
-        "{}",
-        out.stdout
-    );
+    assert_member_line(&out, &id_hex, "updated in");
     cluster.start_joining(s5).await;
     wait_caught_up(&cluster, s5, leader).await;
     wait_for(
@@ -561,12 +557,7 @@ async fn etcdctl_and_skiff_member_add_update_promote_remove() {
     );
     let out = cluster.skiff(&["member", "remove", &id_hex]).await;
     out.success();
-    assert!(
-        out.stdout
-            .contains(&format!("Member {id_hex:>16} removed from cluster")),
-        "{}",
-        out.stdout
-    );
+    assert_member_line(&out, &id_hex, "removed from");
     cluster.kill(s5).await;
     let out = cluster.skiff(&["member", "remove", "not-hex"]).await;
     assert!(!out.status.success());
