@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::Stream;
+use openraft::alias::VoteOf;
 use openraft::async_runtime::WatchReceiver;
 use skiff_proto::etcdserverpb::lease_server::Lease;
 use skiff_proto::etcdserverpb::{
@@ -31,7 +32,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::member::Member;
 use super::status::kv_error_status;
-use crate::raft::Command;
+use crate::raft::{Command, TypeConfig};
 
 /// etcd's largest lease TTL, in seconds.
 const MAX_LEASE_TTL_S: i64 = 9_000_000_000;
@@ -257,13 +258,15 @@ fn expired_leases(
 pub async fn expire_leases(member: Arc<Member>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(EXPIRY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut metrics = member.raft.metrics();
-    // (term, when this member took the lead in it) while it leads.
-    let mut leading: Option<(u64, i64)> = None;
+    // Server metrics change with the vote, the leader or the membership,
+    // not with every write.
+    let mut server = member.raft.server_metrics();
+    // (vote, when this member took the lead with it) while it leads.
+    let mut leading: Option<(VoteOf<TypeConfig>, i64)> = None;
     loop {
         let check = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            changed = metrics.changed() => {
+            changed = server.changed() => {
                 if changed.is_err() {
                     return Ok(()); // raft has stopped
                 }
@@ -271,19 +274,19 @@ pub async fn expire_leases(member: Arc<Member>, shutdown: CancellationToken) -> 
             }
             _ = tick.tick() => true,
         };
-        let (leader, term) = {
-            let now = metrics.borrow_watched();
-            (now.current_leader, now.current_term)
+        let (leader, vote) = {
+            let now = server.borrow_watched();
+            (now.current_leader, now.vote)
         };
         if leader != Some(member.id) {
             leading = None;
             continue;
         }
         let leading_since_ms = match leading {
-            Some((leading_term, since)) if leading_term == term => since,
+            Some((leading_vote, since)) if leading_vote == vote => since,
             _ => {
                 let since = now_ms();
-                leading = Some((term, since));
+                leading = Some((vote, since));
                 since
             }
         };

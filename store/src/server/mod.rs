@@ -482,9 +482,9 @@ pub fn published_client_url(url: &str) -> String {
 /// Keeps the peer network's URLs those of the latest membership, so that a
 /// MemberUpdate redirects traffic to a member's new address.
 async fn track_peer_urls(member: Arc<Member>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut metrics = member.raft.metrics();
-    // The log id of the membership last recorded: metrics change on every
-    // write, the membership seldom.
+    // Server metrics change with the vote, the leader or the membership,
+    // not with every write.
+    let mut metrics = member.raft.server_metrics();
     let mut seen = None;
     loop {
         let membership = metrics.borrow_watched().membership_config.clone();
