@@ -143,6 +143,13 @@ struct Args {
     )]
     auto_compaction_check_interval_ms: u64,
 
+    /// UNSAFE: answer linearizable reads from this member's local state
+    /// without a read index, so that a partitioned or lagging member serves
+    /// stale reads. Exists only to show that skiff's fault checker catches
+    /// them; never use it otherwise.
+    #[arg(long, hide = true)]
+    unsafe_skip_read_index: bool,
+
     /// Log format: text or json. Filter with RUST_LOG (default: info).
     #[arg(long, default_value = "text", value_parser = ["text", "json"], env = "SKIFF_LOG_FORMAT")]
     log_format: String,
@@ -231,6 +238,7 @@ impl Args {
             quota_backend_bytes: self.quota_backend_bytes,
             snapshot_count: self.snapshot_count.max(1),
             snapshot_catchup_entries: self.snapshot_catchup_entries,
+            unsafe_skip_read_index: self.unsafe_skip_read_index,
             auto_compaction_check_interval: Duration::from_millis(
                 self.auto_compaction_check_interval_ms.max(1),
             ),

@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cmd::{self, CmdOutput};
+use crate::netns::Network;
 use crate::wait::{try_wait_for, wait_for};
 use crate::{EXIT_TIMEOUT, LEADER_TIMEOUT, LOG_TAIL_LINES, RPC_TIMEOUT, START_TIMEOUT, bins};
 
@@ -56,10 +57,17 @@ pub struct Cluster {
     members: Vec<Member>,
     /// Flags given to every member, those added later included.
     extra_args: Vec<String>,
+    /// The namespaces members run in, if not on loopback; dropped after the
+    /// members are killed.
+    network: Option<Network>,
 }
 
 struct Member {
     name: String,
+    /// The address the member listens on: 127.0.0.1, or its own in a network.
+    host: String,
+    /// The network namespace it runs in, if any.
+    netns: Option<String>,
     client_port: u16,
     peer_port: u16,
     log_path: PathBuf,
@@ -102,30 +110,53 @@ impl Cluster {
         assert!(n > 0, "a cluster needs at least one member");
         let store_bin = bins::store_bin();
         for attempt in 1..=START_ATTEMPTS {
-            let mut cluster = Cluster::spawn_all(n, &store_bin, extra_args, &prepare);
-            let mut outcome = Ok(());
-            for i in 0..n {
-                outcome = cluster.wait_serving(i).await;
-                if outcome.is_err() {
-                    break;
-                }
-            }
-            match outcome {
-                Ok(()) => {
-                    cluster.wait_for_leader(LEADER_TIMEOUT).await;
-                    cluster.learn_member_ids().await;
-                    cluster.wait_for_published_members().await;
-                    return cluster;
-                }
-                Err(StartError::PortTaken(why)) if attempt < START_ATTEMPTS => {
-                    eprintln!("cluster start attempt {attempt}: {why}; retrying on other ports");
-                }
-                Err(StartError::PortTaken(why) | StartError::Other(why)) => {
-                    panic!("cluster start failed: {why}")
-                }
+            let mut cluster = Cluster::spawn_all(n, &store_bin, extra_args, &prepare, None);
+            if let Some(cluster) = cluster.wait_started(attempt).await {
+                return cluster;
             }
         }
         unreachable!("the last start attempt returns or panics")
+    }
+
+    /// Like [`Cluster::start_with`], but each member runs in a network
+    /// namespace of its own with an address of its own (see [`crate::netns`]),
+    /// so that [`Cluster::isolate`] can cut it off from its peers.
+    pub async fn start_in_network(n: usize, extra_args: &[&str]) -> Cluster {
+        let store_bin = bins::store_bin();
+        let network = Network::create(n);
+        let mut cluster = Cluster::spawn_all(n, &store_bin, extra_args, &|_, _| {}, Some(network));
+        match cluster.wait_started(START_ATTEMPTS).await {
+            Some(cluster) => cluster,
+            None => unreachable!("the last start attempt returns or panics"),
+        }
+    }
+
+    /// Waits for a cluster just spawned to serve, with a leader and its
+    /// members published; `None` when a port was taken and another attempt
+    /// may follow (`attempt` < [`START_ATTEMPTS`]).
+    async fn wait_started(mut self, attempt: u32) -> Option<Cluster> {
+        let mut outcome = Ok(());
+        for i in 0..self.len() {
+            outcome = self.wait_serving(i).await;
+            if outcome.is_err() {
+                break;
+            }
+        }
+        match outcome {
+            Ok(()) => {
+                self.wait_for_leader(LEADER_TIMEOUT).await;
+                self.learn_member_ids().await;
+                self.wait_for_published_members().await;
+                Some(self)
+            }
+            Err(StartError::PortTaken(why)) if attempt < START_ATTEMPTS => {
+                eprintln!("cluster start attempt {attempt}: {why}; retrying on other ports");
+                None
+            }
+            Err(StartError::PortTaken(why) | StartError::Other(why)) => {
+                panic!("cluster start failed: {why}")
+            }
+        }
     }
 
     fn spawn_all(
@@ -133,30 +164,51 @@ impl Cluster {
         store_bin: &Path,
         extra_args: &[&str],
         prepare: &dyn Fn(usize, &Path),
+        network: Option<Network>,
     ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("skiff-cluster-")
             .tempdir()
             .expect("create a temporary directory for the cluster");
-        let ports = free_ports(2 * n);
-        let (client_ports, peer_ports) = ports.split_at(n);
-        let initial_cluster = (0..n)
-            .map(|i| format!("s{}=http://127.0.0.1:{}", i + 1, peer_ports[i]))
+        // (host, client port, peer port, namespace) of every member.
+        let places: Vec<(String, u16, u16, Option<String>)> = match &network {
+            Some(network) => (0..n)
+                .map(|i| {
+                    let ns = Some(network.namespace(i));
+                    (network.member_ip(i), 2379, 2380, ns)
+                })
+                .collect(),
+            None => {
+                let ports = free_ports(2 * n);
+                (0..n)
+                    .map(|i| ("127.0.0.1".to_string(), ports[i], ports[n + i], None))
+                    .collect()
+            }
+        };
+        let initial_cluster = places
+            .iter()
+            .enumerate()
+            .map(|(i, (host, _, peer, _))| format!("s{}=http://{host}:{peer}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let members = (0..n)
-            .map(|i| {
+        let members = places
+            .into_iter()
+            .enumerate()
+            .map(|(i, (host, client_port, peer_port, netns))| {
                 let name = format!("s{}", i + 1);
                 prepare(i, &dir.path().join(&name).join("data"));
-                member_spec(
+                let mut member = member_spec(
                     dir.path(),
                     &name,
-                    client_ports[i],
-                    peer_ports[i],
+                    &host,
+                    client_port,
+                    peer_port,
                     &initial_cluster,
                     "new",
                     extra_args,
-                )
+                );
+                member.netns = netns;
+                member
             })
             .collect();
         let mut cluster = Cluster {
@@ -164,6 +216,7 @@ impl Cluster {
             store_bin: store_bin.to_path_buf(),
             members,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            network,
         };
         for i in 0..n {
             cluster.spawn(i);
@@ -191,7 +244,16 @@ impl Cluster {
         .expect("write the member log");
         let stderr = log.try_clone().expect("clone the log file handle");
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
-        let child = Command::new(&self.store_bin)
+        let mut command = match &member.netns {
+            // `ip netns exec` execs the member: the child is the member itself.
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(&self.store_bin);
+                command
+            }
+            None => Command::new(&self.store_bin),
+        };
+        let child = command
             .args(&member.args)
             .env("RUST_LOG", rust_log)
             // Plain text in the log files: no terminal colour codes.
@@ -211,7 +273,7 @@ impl Cluster {
     /// Waits until member `i` accepts connections on its client port, or fails
     /// if it exits first.
     async fn wait_serving(&mut self, i: usize) -> Result<(), StartError> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.members[i].client_port));
+        let addr = format!("{}:{}", self.members[i].host, self.members[i].client_port);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.exited(i) {
@@ -233,7 +295,7 @@ impl Cluster {
                     },
                 );
             }
-            let connect = tokio::net::TcpStream::connect(addr);
+            let connect = tokio::net::TcpStream::connect(&addr);
             let connected = matches!(
                 tokio::time::timeout(Duration::from_millis(200), connect).await,
                 Ok(Ok(_))
@@ -343,9 +405,10 @@ impl Cluster {
         &self.members[i].name
     }
 
-    /// The client URL of member `i`, `http://127.0.0.1:PORT`.
+    /// The client URL of member `i`, `http://127.0.0.1:PORT` (or its own
+    /// address in a network).
     pub fn client_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        format!("http://{}", self.client_addr(i))
     }
 
     /// The client address of member `i`, `127.0.0.1:PORT`: its client URL
@@ -356,12 +419,14 @@ impl Cluster {
     /// which the server's HTTP/2 stack refuses (see `published_client_url` in
     /// store/src/server/mod.rs).
     pub fn client_addr(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.members[i].client_port)
+        let member = &self.members[i];
+        format!("{}:{}", member.host, member.client_port)
     }
 
     /// The peer URL of member `i`, `http://127.0.0.1:PORT`.
     pub fn peer_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].peer_port)
+        let member = &self.members[i];
+        format!("http://{}:{}", member.host, member.peer_port)
     }
 
     /// Every member's client URL, comma-separated, as `--endpoints` takes them.
@@ -452,6 +517,7 @@ impl Cluster {
         let member = member_spec(
             &dir,
             name,
+            "127.0.0.1",
             ports[0],
             ports[1],
             &initial.join(","),
@@ -503,6 +569,29 @@ impl Cluster {
     }
 
     // ---- Member control ---------------------------------------------------------
+
+    /// The network the members run in; panics on a loopback cluster.
+    fn network(&self) -> &Network {
+        self.network
+            .as_ref()
+            .expect("partitions need a cluster made by Cluster::start_in_network")
+    }
+
+    /// Cuts member `i` off from every other member, both ways; clients still
+    /// reach it.
+    pub fn isolate(&self, i: usize) {
+        self.network().isolate(i);
+    }
+
+    /// Reconnects member `i` to its peers after [`Cluster::isolate`].
+    pub fn heal(&self, i: usize) {
+        self.network().heal(i);
+    }
+
+    /// Whether member `i` is cut off from its peers now.
+    pub fn is_isolated(&self, i: usize) -> bool {
+        self.network.as_ref().is_some_and(|n| n.is_isolated(i))
+    }
 
     /// SIGKILL member `i` and wait for it to exit.
     pub async fn kill(&mut self, i: usize) {
@@ -919,17 +1008,19 @@ impl Drop for Cluster {
 }
 
 /// A member named `name` with its data dir and log under `dir`, not started.
+#[allow(clippy::too_many_arguments)]
 fn member_spec(
     dir: &Path,
     name: &str,
+    host: &str,
     client_port: u16,
     peer_port: u16,
     initial_cluster: &str,
     state: &str,
     extra_args: &[impl AsRef<str>],
 ) -> Member {
-    let client_url = format!("http://127.0.0.1:{client_port}");
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let client_url = format!("http://{host}:{client_port}");
+    let peer_url = format!("http://{host}:{peer_port}");
     let data_dir = dir.join(name).join("data");
     let mut args = vec![
         "--name".to_string(),
@@ -957,6 +1048,8 @@ fn member_spec(
     Member {
         log_path: dir.join(format!("{name}.log")),
         name: name.to_string(),
+        host: host.to_string(),
+        netns: None,
         client_port,
         peer_port,
         args,

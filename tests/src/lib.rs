@@ -8,6 +8,8 @@
 //!   never sleep for a fixed time.
 //! - [`history`] records client operations with invoke and return times and
 //!   checks them for linearizability.
+//! - [`netns`] gives each member a network namespace of its own, so that a
+//!   test can cut one off from its peers ([`Cluster::start_in_network`]).
 //! - [`cmd`] runs Debian's `etcdctl` and the `skiff` CLI against a cluster and
 //!   parses their tables.
 //! - [`ops`] builds the Txn operations and reads the events tests share.
@@ -20,6 +22,7 @@ pub mod bins;
 pub mod cluster;
 pub mod cmd;
 pub mod history;
+pub mod netns;
 pub mod ops;
 pub mod status;
 pub mod wait;

@@ -96,6 +96,10 @@ pub struct Member {
     /// Held by the leader while it checks and proposes a membership change,
     /// so that changes are decided one at a time.
     pub membership_lock: tokio::sync::Mutex<()>,
+    /// `--unsafe-skip-read-index`: answer linearizable reads from local
+    /// state, as if they were serializable. Breaks linearizability; it exists
+    /// so that the fault checker can show it catches stale reads.
+    pub skip_read_index: bool,
 }
 
 /// etcd's AlarmType NOSPACE.
@@ -366,6 +370,10 @@ impl Member {
     /// its leadership with a quorum and names its commit index; this member
     /// then waits to have applied that index.
     pub async fn read_barrier(&self) -> Result<(), Status> {
+        if self.skip_read_index {
+            tracing::trace!("read index skipped (--unsafe-skip-read-index)");
+            return Ok(());
+        }
         let deadline = Instant::now() + self.timing.request_timeout;
         let mut attempt = 0;
         loop {

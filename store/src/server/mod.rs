@@ -87,6 +87,9 @@ pub struct MemberConfig {
     pub snapshot_count: u64,
     /// `--snapshot-catchup-entries`: entries kept behind a snapshot.
     pub snapshot_catchup_entries: u64,
+    /// `--unsafe-skip-read-index`: linearizable reads answered from local
+    /// state. Only for showing that the fault checker catches stale reads.
+    pub unsafe_skip_read_index: bool,
 }
 
 /// FNV-1a, 64 bits: a stable hash for member and cluster ids.
@@ -346,6 +349,9 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         tracing::info!("waiting for the leader to replicate the cluster's log or a snapshot");
     }
 
+    if config.unsafe_skip_read_index {
+        tracing::warn!("--unsafe-skip-read-index: linearizable reads are answered from local state and may be stale");
+    }
     let member = Arc::new(Member {
         id,
         cluster_id,
@@ -356,6 +362,7 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         timing,
         quota_bytes: config.quota_backend_bytes,
         membership_lock: tokio::sync::Mutex::new(()),
+        skip_read_index: config.unsafe_skip_read_index,
     });
     tracing::info!(
         member = %format_args!("{id:x}"),
