@@ -8,6 +8,8 @@
 //!   never sleep for a fixed time.
 //! - [`history`] records client operations with invoke and return times and
 //!   checks them for linearizability.
+//! - [`watch_check`] checks recorded watch streams against a reference watch:
+//!   order, no gap or duplicate, resumes right after the last event seen.
 //! - [`cmd`] runs Debian's `etcdctl` and the `skiff` CLI against a cluster and
 //!   parses their tables.
 //! - [`ops`] builds the Txn operations and reads the events tests share.
@@ -23,6 +25,7 @@ pub mod history;
 pub mod ops;
 pub mod status;
 pub mod wait;
+pub mod watch_check;
 
 pub use cluster::{Cluster, prefix_end, strip_scheme};
 pub use cmd::{CmdOutput, Table};
