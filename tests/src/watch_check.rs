@@ -16,13 +16,13 @@
 //!   revision on, in order, up to the final revision, and resumed each time
 //!   right after its last event.
 //! - [`check_acknowledged`]: every put a client saw acknowledged is in the
-//!   reference.
+//!   reference: no acknowledged write was lost.
 //!
 //! A revision may carry several events (a txn); they keep the order in which
 //! they were delivered. An event is named by its revision and key: etcd
 //! refuses a txn that writes one key twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -202,6 +202,8 @@ pub enum WatchProblem {
         expected: i64,
         got: i64,
     },
+    /// An acknowledged put of `key` = `value` is not in the reference.
+    LostWrite { key: String, value: String },
 }
 
 impl fmt::Display for WatchProblem {
@@ -320,6 +322,11 @@ impl fmt::Display for WatchProblem {
             } => write!(
                 f,
                 "watcher {watcher} resume {resume}: expected start revision {expected}, got {got}"
+            ),
+            WatchProblem::LostWrite { key, value } => write!(
+                f,
+                "the put of key {key:?} = {value:?} was acknowledged, yet the reference has no \
+                 such put"
             ),
         }
     }
@@ -520,6 +527,28 @@ fn check_resumes(stream: &WatchStream) -> Vec<WatchProblem> {
         }
     }
     problems
+}
+
+/// Checks that each acknowledged put of (key, value) is a put event of that
+/// key with that value in the reference. When writers never put one value
+/// twice on a key, that event is the write's own.
+pub fn check_acknowledged(
+    reference: &[WatchEvent],
+    acknowledged_puts: &[(String, String)],
+) -> Vec<WatchProblem> {
+    let puts: HashSet<(&str, &str)> = reference
+        .iter()
+        .filter(|e| e.kind == EventKind::Put)
+        .filter_map(|e| Some((e.key.as_str(), e.value.as_deref()?)))
+        .collect();
+    acknowledged_puts
+        .iter()
+        .filter(|(key, value)| !puts.contains(&(key.as_str(), value.as_str())))
+        .map(|(key, value)| WatchProblem::LostWrite {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1000,5 +1029,44 @@ mod tests {
             }]
         );
         assert!(problems[0].to_string().ends_with(", got no event"));
+    }
+
+    fn acknowledged(puts: &[(&str, &str)]) -> Vec<(String, String)> {
+        puts.iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn acknowledged_puts_are_in_the_reference() {
+        let reference = reference();
+        // "a2" was deleted later: still written.
+        let puts = acknowledged(&[("a", "a1"), ("a", "a2"), ("b", "b3")]);
+        assert_eq!(check_acknowledged(&reference, &puts), Vec::new());
+    }
+
+    #[test]
+    fn an_acknowledged_put_missing_from_the_reference_is_lost() {
+        let reference = reference();
+        // "b2" is in the reference, but as "b"'s value, not "a"'s.
+        let puts = acknowledged(&[("a", "a1"), ("a", "b2"), ("c", "c1")]);
+        let problems = check_acknowledged(&reference, &puts);
+        assert_eq!(
+            problems,
+            vec![
+                WatchProblem::LostWrite {
+                    key: "a".to_string(),
+                    value: "b2".to_string(),
+                },
+                WatchProblem::LostWrite {
+                    key: "c".to_string(),
+                    value: "c1".to_string(),
+                },
+            ]
+        );
+        assert_eq!(
+            problems[1].to_string(),
+            "the put of key \"c\" = \"c1\" was acknowledged, yet the reference has no such put"
+        );
     }
 }
