@@ -18,6 +18,9 @@
 //! - [`check_acknowledged`]: every put a client saw acknowledged is in the
 //!   reference: no acknowledged write was lost.
 //!
+//! [`check_watches`] runs them all and counts what it checked in a
+//! [`WatchReport`].
+//!
 //! A revision may carry several events (a txn); they keep the order in which
 //! they were delivered. An event is named by its revision and key: etcd
 //! refuses a txn that writes one key twice.
@@ -551,6 +554,70 @@ pub fn check_acknowledged(
         .collect()
 }
 
+/// What [`check_watches`] checked and the problems it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchReport {
+    pub streams: usize,
+    /// Events of every stream, each checked against the reference.
+    pub stream_events: usize,
+    pub reference_events: usize,
+    /// Resumed watches over every stream.
+    pub resumes: usize,
+    pub acknowledged_puts: usize,
+    pub final_revision: i64,
+    /// The reference's problems, then each stream's, then lost writes.
+    pub problems: Vec<WatchProblem>,
+}
+
+impl WatchReport {
+    /// Whether no check found a problem.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for WatchReport {
+    /// The counts on one line; the problems are in `problems`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "watch check: {} streams with {} events and {} resumes against {} reference events \
+             up to revision {}, {} acknowledged puts: {} problems",
+            self.streams,
+            self.stream_events,
+            self.resumes,
+            self.reference_events,
+            self.final_revision,
+            self.acknowledged_puts,
+            self.problems.len()
+        )
+    }
+}
+
+/// Runs [`check_reference`], [`check_stream`] on each stream and
+/// [`check_acknowledged`].
+pub fn check_watches(
+    reference: &[WatchEvent],
+    streams: &[WatchStream],
+    final_revision: i64,
+    acknowledged_puts: &[(String, String)],
+) -> WatchReport {
+    let mut problems = check_reference(reference);
+    for stream in streams {
+        problems.extend(check_stream(stream, reference, final_revision));
+    }
+    problems.extend(check_acknowledged(reference, acknowledged_puts));
+    WatchReport {
+        streams: streams.len(),
+        stream_events: streams.iter().map(|s| s.events.len()).sum(),
+        reference_events: reference.len(),
+        resumes: streams.iter().map(|s| s.resumes.len()).sum(),
+        acknowledged_puts: acknowledged_puts.len(),
+        final_revision,
+        problems,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1068,5 +1135,55 @@ mod tests {
             problems[1].to_string(),
             "the put of key \"c\" = \"c1\" was acknowledged, yet the reference has no such put"
         );
+    }
+
+    #[test]
+    fn report_counts_what_was_checked() {
+        let reference = reference();
+        let streams = vec![
+            stream(1, reference.clone(), vec![5, 7]),
+            WatchStream {
+                watcher: 2,
+                ..stream(4, reference[2..].to_vec(), vec![6])
+            },
+        ];
+        let puts = acknowledged(&[("a", "a3"), ("b", "b3")]);
+        let report = check_watches(&reference, &streams, FINAL, &puts);
+        assert!(report.is_clean());
+        assert_eq!(
+            report.to_string(),
+            "watch check: 2 streams with 12 events and 3 resumes against 7 reference events up \
+             to revision 7, 2 acknowledged puts: 0 problems"
+        );
+    }
+
+    #[test]
+    fn report_gathers_the_problems_of_every_check() {
+        let mut reference = reference();
+        let streams = vec![
+            stream(1, reference[..6].to_vec(), Vec::new()),
+            WatchStream {
+                watcher: 2,
+                ..stream(1, reference.clone(), Vec::new())
+            },
+        ];
+        reference[6].prev_value = None;
+        let puts = acknowledged(&[("b", "b4")]);
+        let report = check_watches(&reference, &streams, FINAL, &puts);
+        assert!(!report.is_clean());
+        assert!(matches!(
+            report.problems.as_slice(),
+            [
+                WatchProblem::ReferencePrevValue { revision: 7, .. },
+                WatchProblem::Incomplete { watcher: 1, .. },
+                WatchProblem::Content {
+                    watcher: 2,
+                    index: 6,
+                    ..
+                },
+                WatchProblem::LostWrite { .. },
+            ]
+        ));
+        assert!(report.to_string().ends_with(": 4 problems"));
     }
 }
