@@ -10,6 +10,8 @@
 //!   checks them for linearizability.
 //! - [`netns`] gives each member a network namespace of its own, so that a
 //!   test can cut one off from its peers ([`Cluster::start_in_network`]).
+//! - [`watch_check`] checks recorded watch streams against a reference watch:
+//!   order, no gap or duplicate, resumes right after the last event seen.
 //! - [`cmd`] runs Debian's `etcdctl` and the `skiff` CLI against a cluster and
 //!   parses their tables.
 //! - [`ops`] builds the Txn operations and reads the events tests share.
@@ -26,6 +28,7 @@ pub mod netns;
 pub mod ops;
 pub mod status;
 pub mod wait;
+pub mod watch_check;
 
 pub use cluster::{Cluster, prefix_end, strip_scheme};
 pub use cmd::{CmdOutput, Table};
