@@ -4,6 +4,7 @@
 #   libclang-dev  RocksDB's Rust bindings are generated with libclang
 #   g++           RocksDB itself is C++ (normally there already)
 #   etcd-client   Debian's etcdctl 3.4, which the compatibility tests drive
+#   iproute2, nftables  network namespaces and the partitions of the fault runs
 #   cargo-nextest the test runner
 #   librocksdb.a  RocksDB's C++ library, compiled once per machine (below)
 # apt-get update runs once, only when something is to be installed; sudo is
@@ -24,13 +25,19 @@ skiff_prereqs() {
     if ! command -v etcdctl >/dev/null 2>&1; then
         missing+=(etcd-client)
     fi
+    if ! command -v ip >/dev/null 2>&1; then
+        missing+=(iproute2)
+    fi
+    if ! command -v nft >/dev/null 2>&1; then
+        missing+=(nftables)
+    fi
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "==> installing ${missing[*]} (apt-get)"
         "${sudo[@]}" apt-get update -q
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
-        echo "==> prerequisites present: libclang-dev, c++, etcdctl ($(command -v etcdctl))"
+        echo "==> prerequisites present: libclang-dev, c++, etcdctl ($(command -v etcdctl)), ip, nft"
     fi
     if ! cargo nextest --version >/dev/null 2>&1; then
         echo "==> installing cargo-nextest (cargo install --locked)"

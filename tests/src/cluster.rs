@@ -110,7 +110,7 @@ impl Cluster {
         assert!(n > 0, "a cluster needs at least one member");
         let store_bin = bins::store_bin();
         for attempt in 1..=START_ATTEMPTS {
-            let mut cluster = Cluster::spawn_all(n, &store_bin, extra_args, &prepare, None);
+            let cluster = Cluster::spawn_all(n, &store_bin, extra_args, &prepare, None);
             if let Some(cluster) = cluster.wait_started(attempt).await {
                 return cluster;
             }
@@ -124,7 +124,7 @@ impl Cluster {
     pub async fn start_in_network(n: usize, extra_args: &[&str]) -> Cluster {
         let store_bin = bins::store_bin();
         let network = Network::create(n);
-        let mut cluster = Cluster::spawn_all(n, &store_bin, extra_args, &|_, _| {}, Some(network));
+        let cluster = Cluster::spawn_all(n, &store_bin, extra_args, &|_, _| {}, Some(network));
         match cluster.wait_started(START_ATTEMPTS).await {
             Some(cluster) => cluster,
             None => unreachable!("the last start attempt returns or panics"),

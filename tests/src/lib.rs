@@ -12,6 +12,8 @@
 //!   test can cut one off from its peers ([`Cluster::start_in_network`]).
 //! - [`watch_check`] checks recorded watch streams against a reference watch:
 //!   order, no gap or duplicate, resumes right after the last event seen.
+//! - [`faults`] runs a workload and watchers under a nemesis (kill, pause,
+//!   partition) and checks what they saw.
 //! - [`cmd`] runs Debian's `etcdctl` and the `skiff` CLI against a cluster and
 //!   parses their tables.
 //! - [`ops`] builds the Txn operations and reads the events tests share.
@@ -23,6 +25,7 @@
 pub mod bins;
 pub mod cluster;
 pub mod cmd;
+pub mod faults;
 pub mod history;
 pub mod netns;
 pub mod ops;
