@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use skiff_proto::etcdserverpb::kv_client::KvClient;
 use skiff_proto::etcdserverpb::{PutRequest, RangeRequest};
-use skiff_tests::history::{Action, History, Operation, check_registers};
+use skiff_tests::history::{Action, History, Operation, Outcome, check_registers};
 use skiff_tests::{Cluster, LEADER_TIMEOUT, wait_for};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -105,10 +105,11 @@ async fn history_under_kills_and_pauses_is_linearizable() {
 fn summary(operations: &[Operation]) -> (usize, usize, usize) {
     let mut counts = (0, 0, 0);
     for op in operations {
-        match (&op.action, op.returned) {
+        match (&op.action, op.outcome) {
+            (_, Outcome::Failed) => {}
             (Action::Get { .. }, _) => counts.1 += 1,
-            (_, Some(_)) => counts.0 += 1,
-            (_, None) => counts.2 += 1,
+            (_, Outcome::Ok) => counts.0 += 1,
+            (_, Outcome::Unknown) => counts.2 += 1,
         }
     }
     counts
@@ -138,14 +139,17 @@ async fn run_client(
             let invoked = history.now();
             match tokio::time::timeout(OP_TIMEOUT, client.put(request)).await {
                 Ok(Ok(_)) => {
-                    history.returned(id, &key, Action::Put { value }, invoked);
+                    history.ok(id, &key, Action::Put { value }, invoked);
                     true
                 }
                 // Refused before it was proposed: it did not happen.
-                Ok(Err(status)) if status.code() == Code::InvalidArgument => false,
+                Ok(Err(status)) if status.code() == Code::InvalidArgument => {
+                    history.failed(id, &key, Action::Put { value }, invoked);
+                    false
+                }
                 // Anything else may have taken effect, now or later.
                 _ => {
-                    history.unknown_put(id, &key, &value, invoked);
+                    history.unknown(id, &key, Action::Put { value }, invoked);
                     false
                 }
             }
@@ -159,7 +163,7 @@ async fn run_client(
                 Ok(Ok(response)) => {
                     let kv = response.into_inner().kvs.pop();
                     let value = kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-                    history.returned(id, &key, Action::Get { value }, invoked);
+                    history.ok(id, &key, Action::Get { value }, invoked);
                     true
                 }
                 _ => false, // a failed read tells nothing

@@ -7,9 +7,13 @@
 //! sets it only when it holds the expected value). Keys are independent, so
 //! each key's history is checked on its own.
 //!
-//! A write whose outcome is unknown (it timed out or failed with anything but
-//! a refusal) has no return time: it may take effect at any time after its
-//! invocation, or never. A get that failed tells nothing and is not recorded.
+//! Each operation has an [`Outcome`]. An [`Outcome::Ok`] one took effect
+//! between its invocation and its return. An [`Outcome::Failed`] one was
+//! refused before it was proposed: it did not happen, and the checker ignores
+//! it (it stays in the history for the record). An [`Outcome::Unknown`] one
+//! (a timeout, a lost connection) may take effect at any time after its
+//! invocation, or never: its return time only says when the client gave up.
+//! A get of unknown outcome tells nothing.
 //!
 //! The search is Wing & Gong's with memoisation (as in Knossos and porcupine):
 //! the next operation to linearize can be any pending one invoked before the
@@ -21,10 +25,12 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// What an operation did.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     /// Put `value`; values are unique per history so that reads identify them.
     Put { value: String },
@@ -33,8 +39,8 @@ pub enum Action {
     /// Delete the key.
     Delete,
     /// Put `value` if the register holds `expected` (`None`: absent);
-    /// `succeeded` says whether it did (meaningless when the outcome is
-    /// unknown).
+    /// `succeeded` says whether it did (meaningless unless the outcome is
+    /// [`Outcome::Ok`]).
     Cas {
         expected: Option<String>,
         value: String,
@@ -88,23 +94,52 @@ impl Action {
     }
 }
 
+/// How an operation ended, as far as its client knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The store answered: the operation took effect, with the recorded result.
+    Ok,
+    /// The store refused it before proposing it: it did not take effect.
+    Failed,
+    /// The client got no answer (a timeout, a lost connection): the operation
+    /// may take effect at any time after its invocation, or never.
+    Unknown,
+}
+
 /// One client operation on one key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Operation {
     pub client: usize,
     pub key: String,
     pub action: Action,
-    /// Since the history began.
+    pub outcome: Outcome,
+    /// Since the history began; serialized in whole microseconds.
+    #[serde(rename = "invoked_us", with = "micros")]
     pub invoked: Duration,
-    /// `None` when the outcome is unknown.
-    pub returned: Option<Duration>,
+    /// When the client got the answer or gave up waiting for one. Only an
+    /// [`Outcome::Ok`] operation is known to have taken effect by then.
+    #[serde(rename = "returned_us", with = "micros")]
+    pub returned: Duration,
+}
+
+/// Durations as whole microseconds.
+mod micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_micros)
+    }
 }
 
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let end = self
-            .returned
-            .map_or_else(|| "unknown".to_string(), |r| format!("{:>9.3}ms", ms(r)));
         let what = match &self.action {
             Action::Put { value } => format!("put {value}"),
             Action::Get { value: Some(value) } => format!("get -> {value}"),
@@ -114,22 +149,25 @@ impl fmt::Display for Operation {
                 expected,
                 value,
                 succeeded,
-            } => format!(
-                "cas {} -> {value}: {}",
-                expected.as_deref().unwrap_or("(absent)"),
-                if self.returned.is_none() {
-                    "unknown"
-                } else if *succeeded {
-                    "swapped"
-                } else {
-                    "refused"
+            } => {
+                let expected = expected.as_deref().unwrap_or("(absent)");
+                match (self.outcome, succeeded) {
+                    (Outcome::Ok, true) => format!("cas {expected} -> {value}: swapped"),
+                    (Outcome::Ok, false) => format!("cas {expected} -> {value}: refused"),
+                    _ => format!("cas {expected} -> {value}"),
                 }
-            ),
+            }
+        };
+        let outcome = match self.outcome {
+            Outcome::Ok => "",
+            Outcome::Failed => " (failed: did not happen)",
+            Outcome::Unknown => " (outcome unknown)",
         };
         write!(
             f,
-            "[{:>9.3}ms .. {end}] client {} {} {what}",
+            "[{:>9.3}ms .. {:>9.3}ms] client {} {} {what}{outcome}",
             ms(self.invoked),
+            ms(self.returned),
             self.client,
             self.key
         )
@@ -157,43 +195,40 @@ impl Default for History {
 }
 
 impl History {
-    /// The current time on this history's clock: take it just before invoking.
+    /// The current time on this history's clock, in whole microseconds (what
+    /// a saved history keeps): take it just before invoking.
     pub fn now(&self) -> Duration {
-        self.began.elapsed()
+        let elapsed = self.began.elapsed().as_micros();
+        Duration::from_micros(u64::try_from(elapsed).unwrap_or(u64::MAX))
     }
 
-    /// Records an operation invoked at `invoked` that returned just now.
-    pub fn returned(&self, client: usize, key: &str, action: Action, invoked: Duration) {
-        let returned = Some(self.now());
-        self.push(Operation {
-            client,
-            key: key.to_string(),
-            action,
-            invoked,
-            returned,
-        });
+    /// Records an operation invoked at `invoked` that returned just now with
+    /// the result in `action`.
+    pub fn ok(&self, client: usize, key: &str, action: Action, invoked: Duration) {
+        self.push(client, key, action, Outcome::Ok, invoked);
     }
 
-    /// Records a put invoked at `invoked` whose outcome is unknown.
-    pub fn unknown_put(&self, client: usize, key: &str, value: &str, invoked: Duration) {
-        let action = Action::Put {
-            value: value.to_string(),
-        };
-        self.unknown(client, key, action, invoked);
+    /// Records an operation invoked at `invoked` that the store refused just
+    /// now, before proposing it.
+    pub fn failed(&self, client: usize, key: &str, action: Action, invoked: Duration) {
+        self.push(client, key, action, Outcome::Failed, invoked);
     }
 
-    /// Records a write invoked at `invoked` whose outcome is unknown.
+    /// Records an operation invoked at `invoked` whose client gave up on it
+    /// just now, not knowing whether it took effect.
     pub fn unknown(&self, client: usize, key: &str, action: Action, invoked: Duration) {
-        self.push(Operation {
+        self.push(client, key, action, Outcome::Unknown, invoked);
+    }
+
+    fn push(&self, client: usize, key: &str, action: Action, outcome: Outcome, invoked: Duration) {
+        let operation = Operation {
             client,
             key: key.to_string(),
             action,
+            outcome,
             invoked,
-            returned: None,
-        });
-    }
-
-    fn push(&self, operation: Operation) {
+            returned: self.now(),
+        };
         self.operations
             .lock()
             .expect("history lock")
@@ -274,7 +309,12 @@ impl fmt::Display for Violation {
 /// Checks every key's history against a register that starts absent.
 pub fn check_registers(operations: &[Operation]) -> Result<(), Vec<Violation>> {
     let mut by_key: BTreeMap<&str, Vec<Operation>> = BTreeMap::new();
-    for op in operations {
+    let telling = |op: &&Operation| match op.outcome {
+        Outcome::Ok => true,
+        Outcome::Failed => false,
+        Outcome::Unknown => !matches!(op.action, Action::Get { .. }),
+    };
+    for op in operations.iter().filter(telling) {
         by_key.entry(&op.key).or_default().push(op.clone());
     }
     let violations: Vec<Violation> = by_key
@@ -305,7 +345,7 @@ pub fn check_register(key: &str, mut operations: Vec<Operation>) -> Result<(), V
         })
         .collect();
     let refused_cas = operations.iter().any(|op| {
-        op.returned.is_some()
+        op.outcome == Outcome::Ok
             && matches!(
                 op.action,
                 Action::Cas {
@@ -317,7 +357,7 @@ pub fn check_register(key: &str, mut operations: Vec<Operation>) -> Result<(), V
     let searched: Vec<Operation> = operations
         .iter()
         .filter(|op| match op.action.written() {
-            Some(value) => op.returned.is_some() || refused_cas || read.contains(value),
+            Some(value) => op.outcome == Outcome::Ok || refused_cas || read.contains(value),
             None => true,
         })
         .cloned()
@@ -379,7 +419,8 @@ impl Search<'_> {
         // pending operation returned.
         let earliest_return = (0..self.ops.len())
             .filter(|&i| !self.linearized[i])
-            .filter_map(|i| self.ops[i].returned)
+            .filter(|&i| self.ops[i].outcome == Outcome::Ok)
+            .map(|i| self.ops[i].returned)
             .min()
             .unwrap_or(Duration::MAX);
         for i in 0..self.ops.len() {
@@ -390,7 +431,7 @@ impl Search<'_> {
                 break; // sorted by invocation: no later one qualifies either
             }
             let op = &self.ops[i];
-            for next in op.action.apply(state, op.returned.is_some()) {
+            for next in op.action.apply(state, op.outcome == Outcome::Ok) {
                 self.linearized[i] = true;
                 self.order.push(i);
                 if self.explore(next.as_deref()) {
@@ -413,8 +454,9 @@ mod tests {
             client,
             key: "k".to_string(),
             action,
+            outcome: returned_ms.map_or(Outcome::Unknown, |_| Outcome::Ok),
             invoked: Duration::from_millis(invoked_ms),
-            returned: returned_ms.map(Duration::from_millis),
+            returned: Duration::from_millis(returned_ms.unwrap_or(invoked_ms + 1000)),
         }
     }
 
@@ -601,5 +643,34 @@ mod tests {
             op(2, get(Some("b")), 5, Some(6)),
         ];
         check_registers(&unknown_cas).expect("an unknown CAS may take effect late");
+    }
+
+    #[test]
+    fn operations_round_trip_through_json() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, get(None), 2, Some(3)),
+            op(2, Action::Delete, 4, None),
+            Operation {
+                outcome: Outcome::Failed,
+                ..op(3, cas(Some("a"), "b", false), 5, Some(6))
+            },
+        ];
+        let json = serde_json::to_value(&ops).expect("serialize");
+        assert_eq!(
+            json[0],
+            serde_json::json!({
+                "client": 0,
+                "key": "k",
+                "action": {"type": "put", "value": "a"},
+                "outcome": "ok",
+                "invoked_us": 0,
+                "returned_us": 1000,
+            })
+        );
+        assert_eq!(json[2]["outcome"], "unknown");
+        assert_eq!(json[3]["action"]["type"], "cas");
+        let back: Vec<Operation> = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, ops);
     }
 }
