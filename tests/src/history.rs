@@ -3,28 +3,77 @@
 //! Clients record each operation's invoke and return time ([`History`]);
 //! [`check_registers`] then decides whether some order of the operations,
 //! consistent with real time, explains every result when each key is a
-//! register (puts set it, deletes clear it, gets read it, a compare-and-swap
-//! sets it only when it holds the expected value). Keys are independent, so
-//! each key's history is checked on its own.
+//! register that starts absent (puts set it, deletes clear it, gets read it,
+//! a compare-and-swap sets it only when it holds the expected value). Keys
+//! are independent: each key's history is checked on its own, keys in
+//! parallel.
 //!
-//! A write whose outcome is unknown (it timed out or failed with anything but
-//! a refusal) has no return time: it may take effect at any time after its
-//! invocation, or never. A get that failed tells nothing and is not recorded.
+//! Each operation has an [`Outcome`]. An [`Outcome::Ok`] one took effect
+//! between its invocation and its return. An [`Outcome::Failed`] one was
+//! refused before it was proposed: it did not happen, and the checker ignores
+//! it (it stays in the history for the record). An [`Outcome::Unknown`] one
+//! (a timeout, a lost connection) may take effect at any time after its
+//! invocation, or never: its return time only says when the client gave up.
+//! A get of unknown outcome tells nothing.
 //!
-//! The search is Wing & Gong's with memoisation (as in Knossos and porcupine):
-//! the next operation to linearize can be any pending one invoked before the
-//! earliest return among the pending ones; a (set of linearized operations,
-//! register value) already explored is not explored again.
+//! The verdict per key is three-valued ([`Verdict`]): linearizable, a
+//! violation (with the longest linear order found, to show where it broke),
+//! or undecided when the search spent its [`Budget`]. Only the first is a
+//! pass ([`Report::is_linearizable`]).
+//!
+//! A saved history (`{"operations": [...]}`, read by [`load_operations`]) is
+//! re-checked with `check-history FILE [--budget STEPS]`.
+//!
+//! # The search
+//!
+//! Wing & Gong's depth-first search with memoisation, as in Knossos and
+//! porcupine: the next operation to take effect can be any pending one
+//! invoked before the frontier, the earliest return among the pending
+//! operations of known outcome. The pending ones sit in porcupine's
+//! time-ordered list of invocations and returns, so the candidates are the
+//! invocations before the first return, and an operation that takes effect
+//! is lifted out of the list (put back on backtracking). The path is an
+//! explicit stack: thousands of operations do not recurse.
+//!
+//! What keeps it small:
+//!
+//! - Only values some result depends on (a get returned it, a
+//!   compare-and-swap expected it) are told apart; any other value is one
+//!   opaque value, which no get returns and no compare-and-swap expects.
+//! - The search is done when every operation of known outcome took effect.
+//!   An unknown one never has to: it is applied only where it changes the
+//!   register, and it never bounds the frontier (its return is "never").
+//! - Unknown operations with the same effect are interchangeable but for
+//!   their invocation times: puts of a value nobody read (the register becomes
+//!   opaque), deletes, and per expected value compare-and-swaps of a value
+//!   nobody read. Each such class is a counter: the next one to take effect
+//!   is the earliest-invoked unused one (an earlier-invoked one can go
+//!   wherever a later one can). Unknown writes of a value that was read are
+//!   few, and are placed one by one.
+//! - Operations of known outcome are tried first and unknown ones last, so an
+//!   unknown write is placed only where something needs it.
+//! - A node (operations done, register, class counters) from which the search
+//!   failed is remembered by a 128-bit Zobrist hash of the operations done and
+//!   the register, with its counters; a node with the same hash and counters
+//!   at least as high is not explored again. A hash collision could only
+//!   prune a branch (a false violation), never pass a history, and at 2^-128
+//!   per pair of nodes it does not happen.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// What an operation did.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     /// Put `value`; values are unique per history so that reads identify them.
     Put { value: String },
@@ -33,8 +82,8 @@ pub enum Action {
     /// Delete the key.
     Delete,
     /// Put `value` if the register holds `expected` (`None`: absent);
-    /// `succeeded` says whether it did (meaningless when the outcome is
-    /// unknown).
+    /// `succeeded` says whether it did (meaningless unless the outcome is
+    /// [`Outcome::Ok`]).
     Cas {
         expected: Option<String>,
         value: String,
@@ -42,69 +91,52 @@ pub enum Action {
     },
 }
 
-impl Action {
-    /// The registers this action may leave behind when applied to `state`;
-    /// none when its result is impossible from `state`. A write of unknown
-    /// outcome (`known` false) may also leave `state` as it was.
-    fn apply(&self, state: Option<&str>, known: bool) -> Vec<Option<String>> {
-        let unchanged = || state.map(str::to_string);
-        let mut next = match self {
-            Action::Put { value } => vec![Some(value.clone())],
-            Action::Get { value } => {
-                return if value.as_deref() == state {
-                    vec![unchanged()]
-                } else {
-                    Vec::new()
-                };
-            }
-            Action::Delete => vec![None],
-            Action::Cas {
-                expected,
-                value,
-                succeeded,
-            } => {
-                let holds = expected.as_deref() == state;
-                match (known, *succeeded) {
-                    (true, true) if holds => vec![Some(value.clone())],
-                    (true, false) if !holds => return vec![unchanged()],
-                    (true, _) => return Vec::new(),
-                    (false, _) if holds => vec![Some(value.clone())],
-                    (false, _) => return vec![unchanged()],
-                }
-            }
-        };
-        if !known && !next.contains(&unchanged()) {
-            next.push(unchanged());
-        }
-        next
-    }
-
-    /// The value this action writes, if any.
-    fn written(&self) -> Option<&str> {
-        match self {
-            Action::Put { value } | Action::Cas { value, .. } => Some(value),
-            Action::Get { .. } | Action::Delete => None,
-        }
-    }
+/// How an operation ended, as far as its client knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The store answered: the operation took effect, with the recorded result.
+    Ok,
+    /// The store refused it before proposing it: it did not take effect.
+    Failed,
+    /// The client got no answer (a timeout, a lost connection): the operation
+    /// may take effect at any time after its invocation, or never.
+    Unknown,
 }
 
 /// One client operation on one key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Operation {
     pub client: usize,
     pub key: String,
     pub action: Action,
-    /// Since the history began.
+    pub outcome: Outcome,
+    /// Since the history began; serialized in whole microseconds.
+    #[serde(rename = "invoked_us", with = "micros")]
     pub invoked: Duration,
-    /// `None` when the outcome is unknown.
-    pub returned: Option<Duration>,
+    /// When the client got the answer or gave up waiting for one. Only an
+    /// [`Outcome::Ok`] operation is known to have taken effect by then.
+    #[serde(rename = "returned_us", with = "micros")]
+    pub returned: Duration,
+}
+
+/// Durations as whole microseconds.
+mod micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_micros)
+    }
 }
 
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let end = self
-            .returned
-            .map_or_else(|| "unknown".to_string(), |r| format!("{:>9.3}ms", ms(r)));
         let what = match &self.action {
             Action::Put { value } => format!("put {value}"),
             Action::Get { value: Some(value) } => format!("get -> {value}"),
@@ -114,22 +146,25 @@ impl fmt::Display for Operation {
                 expected,
                 value,
                 succeeded,
-            } => format!(
-                "cas {} -> {value}: {}",
-                expected.as_deref().unwrap_or("(absent)"),
-                if self.returned.is_none() {
-                    "unknown"
-                } else if *succeeded {
-                    "swapped"
-                } else {
-                    "refused"
+            } => {
+                let expected = expected.as_deref().unwrap_or("(absent)");
+                match (self.outcome, succeeded) {
+                    (Outcome::Ok, true) => format!("cas {expected} -> {value}: swapped"),
+                    (Outcome::Ok, false) => format!("cas {expected} -> {value}: refused"),
+                    _ => format!("cas {expected} -> {value}"),
                 }
-            ),
+            }
+        };
+        let outcome = match self.outcome {
+            Outcome::Ok => "",
+            Outcome::Failed => " (failed: did not happen)",
+            Outcome::Unknown => " (outcome unknown)",
         };
         write!(
             f,
-            "[{:>9.3}ms .. {end}] client {} {} {what}",
+            "[{:>9.3}ms .. {:>9.3}ms] client {} {} {what}{outcome}",
             ms(self.invoked),
+            ms(self.returned),
             self.client,
             self.key
         )
@@ -157,43 +192,40 @@ impl Default for History {
 }
 
 impl History {
-    /// The current time on this history's clock: take it just before invoking.
+    /// The current time on this history's clock, in whole microseconds (what
+    /// a saved history keeps): take it just before invoking.
     pub fn now(&self) -> Duration {
-        self.began.elapsed()
+        let elapsed = self.began.elapsed().as_micros();
+        Duration::from_micros(u64::try_from(elapsed).unwrap_or(u64::MAX))
     }
 
-    /// Records an operation invoked at `invoked` that returned just now.
-    pub fn returned(&self, client: usize, key: &str, action: Action, invoked: Duration) {
-        let returned = Some(self.now());
-        self.push(Operation {
-            client,
-            key: key.to_string(),
-            action,
-            invoked,
-            returned,
-        });
+    /// Records an operation invoked at `invoked` that returned just now with
+    /// the result in `action`.
+    pub fn ok(&self, client: usize, key: &str, action: Action, invoked: Duration) {
+        self.push(client, key, action, Outcome::Ok, invoked);
     }
 
-    /// Records a put invoked at `invoked` whose outcome is unknown.
-    pub fn unknown_put(&self, client: usize, key: &str, value: &str, invoked: Duration) {
-        let action = Action::Put {
-            value: value.to_string(),
-        };
-        self.unknown(client, key, action, invoked);
+    /// Records an operation invoked at `invoked` that the store refused just
+    /// now, before proposing it.
+    pub fn failed(&self, client: usize, key: &str, action: Action, invoked: Duration) {
+        self.push(client, key, action, Outcome::Failed, invoked);
     }
 
-    /// Records a write invoked at `invoked` whose outcome is unknown.
+    /// Records an operation invoked at `invoked` whose client gave up on it
+    /// just now, not knowing whether it took effect.
     pub fn unknown(&self, client: usize, key: &str, action: Action, invoked: Duration) {
-        self.push(Operation {
+        self.push(client, key, action, Outcome::Unknown, invoked);
+    }
+
+    fn push(&self, client: usize, key: &str, action: Action, outcome: Outcome, invoked: Duration) {
+        let operation = Operation {
             client,
             key: key.to_string(),
             action,
+            outcome,
             invoked,
-            returned: None,
-        });
-    }
-
-    fn push(&self, operation: Operation) {
+            returned: self.now(),
+        };
         self.operations
             .lock()
             .expect("history lock")
@@ -216,191 +248,870 @@ impl History {
     }
 }
 
-/// Why a key's history is not linearizable.
-#[derive(Debug)]
-pub struct Violation {
-    pub key: String,
-    /// The key's operations in invocation order.
-    pub operations: Vec<Operation>,
-    /// The longest prefix of a linear order the search found.
-    pub longest_prefix: Vec<Operation>,
-    /// The search gave up (too many steps) rather than proving a violation.
-    pub inconclusive: bool,
+/// How much searching a check may do before it gives up as undecided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Search steps (operations tried at some point of a candidate order)
+    /// spent on one key at most.
+    pub steps_per_key: u64,
 }
 
-impl fmt::Display for Violation {
-    /// The end of the longest linear prefix and the operations it could not
-    /// extend with: where to look. The whole history is in `operations`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SHOWN: usize = 12;
-        if self.inconclusive {
-            writeln!(
-                f,
-                "the check of key {:?} gave up after {SEARCH_BUDGET} steps",
-                self.key
-            )?;
-        } else {
-            writeln!(f, "the history of key {:?} is not linearizable", self.key)?;
-        }
-        let prefix = &self.longest_prefix;
-        writeln!(
-            f,
-            "longest linear order found: {} of {} operations; its last {}:",
-            prefix.len(),
-            self.operations.len(),
-            prefix.len().min(SHOWN)
-        )?;
-        for op in &prefix[prefix.len().saturating_sub(SHOWN)..] {
-            writeln!(f, "  {op}")?;
-        }
-        let in_prefix = |op: &Operation| {
-            prefix
-                .iter()
-                .any(|p| p.client == op.client && p.invoked == op.invoked)
-        };
-        writeln!(f, "first operations left out of it, by invocation:")?;
-        for op in self
-            .operations
+impl Budget {
+    /// Enough for histories of thousands of operations per key with dozens of
+    /// unknown outcomes; a search that needs more is a few seconds and
+    /// about a gigabyte of memory in.
+    pub const DEFAULT: Budget = Budget {
+        steps_per_key: 20_000_000,
+    };
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::DEFAULT
+    }
+}
+
+/// The checker's finding for every key of a history.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// One per key, by key.
+    pub keys: Vec<KeyReport>,
+}
+
+impl Report {
+    /// Whether every key's history was found linearizable: false when a key
+    /// is a violation or undecided.
+    pub fn is_linearizable(&self) -> bool {
+        self.keys
             .iter()
-            .filter(|op| !in_prefix(op))
-            .take(SHOWN)
-        {
-            writeln!(f, "  {op}")?;
+            .all(|key| matches!(key.verdict, Verdict::Linearizable))
+    }
+
+    /// The keys whose history is not linearizable.
+    pub fn violations(&self) -> impl Iterator<Item = &KeyReport> {
+        self.keys
+            .iter()
+            .filter(|key| matches!(key.verdict, Verdict::Violation { .. }))
+    }
+
+    /// The keys the search gave up on.
+    pub fn undecided(&self) -> impl Iterator<Item = &KeyReport> {
+        self.keys
+            .iter()
+            .filter(|key| matches!(key.verdict, Verdict::Undecided { .. }))
+    }
+
+    /// The finding for `key`, if the history has operations on it.
+    pub fn key(&self, key: &str) -> Option<&KeyReport> {
+        self.keys.iter().find(|k| k.key == key)
+    }
+}
+
+impl fmt::Display for Report {
+    /// A line per key, then what went wrong on each key that is a violation.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for key in &self.keys {
+            writeln!(f, "{key}")?;
+        }
+        for key in self.violations() {
+            write!(f, "\n{}", key.details())?;
         }
         Ok(())
     }
 }
 
-/// Checks every key's history against a register that starts absent.
-pub fn check_registers(operations: &[Operation]) -> Result<(), Vec<Violation>> {
+/// The checker's finding for one key.
+#[derive(Debug, Clone)]
+pub struct KeyReport {
+    pub key: String,
+    /// Operations on the key, of every outcome.
+    pub operations: usize,
+    /// Of those, operations of unknown outcome.
+    pub unknown: usize,
+    /// Of those, failed operations (ignored).
+    pub failed: usize,
+    /// Search steps spent.
+    pub steps: u64,
+    pub verdict: Verdict,
+}
+
+/// Whether one key's history is linearizable.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Linearizable,
+    /// No order explains every result.
+    Violation {
+        /// The linear order that explained the most operations of known
+        /// outcome before it got stuck, in order, with the operations of
+        /// unknown outcome it made take effect.
+        longest_prefix: Vec<Operation>,
+        /// The operations of known outcome that order left out, by
+        /// invocation.
+        left_out: Vec<Operation>,
+    },
+    /// The search ran out of budget after `steps`: not a pass.
+    Undecided {
+        steps: u64,
+    },
+}
+
+impl fmt::Display for KeyReport {
+    /// One line: key, counts, steps, verdict.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = match self.verdict {
+            Verdict::Linearizable => "linearizable".to_string(),
+            Verdict::Violation { .. } => "NOT LINEARIZABLE".to_string(),
+            Verdict::Undecided { steps } => {
+                format!("UNDECIDED (the search gave up after {steps} steps)")
+            }
+        };
+        write!(
+            f,
+            "key {:?}: {} operations ({} of unknown outcome, {} failed), {} steps: {verdict}",
+            self.key, self.operations, self.unknown, self.failed, self.steps
+        )
+    }
+}
+
+impl KeyReport {
+    /// Where to look in a violation: the end of the longest linear prefix and
+    /// the first operations it could not take.
+    fn details(&self) -> String {
+        const SHOWN: usize = 12;
+        let Verdict::Violation {
+            longest_prefix,
+            left_out,
+        } = &self.verdict
+        else {
+            return String::new();
+        };
+        let mut out = format!(
+            "key {:?} is not linearizable.\nlongest linear order found: {} steps, \
+             {} operations of known outcome left out; its last {}:\n",
+            self.key,
+            longest_prefix.len(),
+            left_out.len(),
+            longest_prefix.len().min(SHOWN)
+        );
+        for op in &longest_prefix[longest_prefix.len().saturating_sub(SHOWN)..] {
+            out += &format!("  {op}\n");
+        }
+        out += "first operations of known outcome left out of it, by invocation:\n";
+        for op in left_out.iter().take(SHOWN) {
+            out += &format!("  {op}\n");
+        }
+        out
+    }
+}
+
+/// Checks every key's history against a register that starts absent, keys in
+/// parallel, each within `budget`.
+pub fn check_registers(operations: &[Operation], budget: Budget) -> Report {
     let mut by_key: BTreeMap<&str, Vec<Operation>> = BTreeMap::new();
     for op in operations {
         by_key.entry(&op.key).or_default().push(op.clone());
     }
-    let violations: Vec<Violation> = by_key
-        .into_iter()
-        .filter_map(|(key, ops)| check_register(key, ops).err())
-        .collect();
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(violations)
+    let keys: Vec<(&str, Vec<Operation>)> = by_key.into_iter().collect();
+    let next = AtomicUsize::new(0);
+    let workers = thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(keys.len());
+    let mut found: Vec<(usize, KeyReport)> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut found = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((key, ops)) = keys.get(i) else {
+                            return found;
+                        };
+                        found.push((i, check_register(key, ops, budget)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("a key's check panicked"))
+            .collect()
+    });
+    found.sort_by_key(|(i, _)| *i);
+    Report {
+        keys: found.into_iter().map(|(_, report)| report).collect(),
     }
 }
 
-/// Checks one key's history against a register that starts absent.
-pub fn check_register(key: &str, mut operations: Vec<Operation>) -> Result<(), Violation> {
+/// Checks one key's operations against a register that starts absent.
+fn check_register(key: &str, operations: &[Operation], budget: Budget) -> KeyReport {
+    let mut operations = operations.to_vec();
     operations.sort_by_key(|op| op.invoked);
-    // A write of unknown outcome whose value nobody read may as well never
-    // have happened (values are unique): leave it out of the search. Not when
-    // a refused compare-and-swap could owe its refusal to that value.
-    let read: HashSet<String> = operations
-        .iter()
-        .filter_map(|op| match &op.action {
-            Action::Get { value }
-            | Action::Cas {
-                expected: value, ..
-            } => value.clone(),
-            Action::Put { .. } | Action::Delete => None,
-        })
-        .collect();
-    let refused_cas = operations.iter().any(|op| {
-        op.returned.is_some()
-            && matches!(
-                op.action,
+    let count = |outcome| operations.iter().filter(|op| op.outcome == outcome).count();
+    let (unknown, failed) = (count(Outcome::Unknown), count(Outcome::Failed));
+    let register = Register::new(&operations);
+    let mut search = Search::new(&register);
+    let found = search.run(budget.steps_per_key);
+    let verdict = match found {
+        Found::Linearizable => Verdict::Linearizable,
+        Found::Undecided => Verdict::Undecided {
+            steps: search.steps,
+        },
+        Found::Violation(path) => {
+            let mut used = vec![0; register.classes.len()];
+            let prefix: Vec<usize> = path
+                .iter()
+                .map(|&step| match step {
+                    Move::Call(call) => register.calls[call].op,
+                    Move::Class(class) => {
+                        used[class] += 1;
+                        register.classes[class].ops[used[class] - 1]
+                    }
+                })
+                .collect();
+            let mut in_prefix = vec![false; operations.len()];
+            for &i in &prefix {
+                in_prefix[i] = true;
+            }
+            let left_out = operations
+                .iter()
+                .zip(in_prefix)
+                .filter(|(op, taken)| op.outcome == Outcome::Ok && !taken)
+                .map(|(op, _)| op.clone())
+                .collect();
+            Verdict::Violation {
+                longest_prefix: prefix.iter().map(|&i| operations[i].clone()).collect(),
+                left_out,
+            }
+        }
+    };
+    KeyReport {
+        key: key.to_string(),
+        operations: operations.len(),
+        unknown,
+        failed,
+        steps: search.steps,
+        verdict,
+    }
+}
+
+/// A register value as the search sees it. Only values that some result
+/// depends on (returned by a get, expected by a compare-and-swap) are told
+/// apart; every other value is [`OPAQUE`]: no get returns it and no
+/// compare-and-swap expects it, so which one the register holds never
+/// matters.
+type Value = u32;
+const ABSENT: Value = 0;
+const OPAQUE: Value = 1;
+
+/// What an operation does to the register, its result included.
+#[derive(Debug, Clone, Copy)]
+enum Effect {
+    Write(Value),
+    Read(Value),
+    Swap { expected: Value, value: Value },
+    Refuse { expected: Value },
+}
+
+impl Effect {
+    /// The register after this effect on `state`; `None` when the result is
+    /// impossible from `state`.
+    fn apply(self, state: Value) -> Option<Value> {
+        match self {
+            Effect::Write(value) => Some(value),
+            Effect::Read(value) => (value == state).then_some(state),
+            Effect::Swap { expected, value } => (expected == state).then_some(value),
+            Effect::Refuse { expected } => (expected != state).then_some(state),
+        }
+    }
+}
+
+/// An operation the search places on its own.
+#[derive(Debug)]
+struct Call {
+    /// Index in the key's operations.
+    op: usize,
+    effect: Effect,
+    invoked: Duration,
+    /// Meaningful for operations of known outcome only.
+    returned: Duration,
+}
+
+/// Operations of unknown outcome that are interchangeable but for their
+/// invocation times, by invocation.
+#[derive(Debug)]
+struct Class {
+    effect: Effect,
+    invoked: Vec<Duration>,
+    ops: Vec<usize>,
+}
+
+/// Unknown puts of a value nobody read.
+const OPAQUE_PUTS: usize = 0;
+/// Unknown deletes.
+const DELETES: usize = 1;
+
+/// One key's history, compiled for the search.
+#[derive(Debug)]
+struct Register {
+    /// The operations of known outcome (`..required`), then the unknown ones
+    /// whose written value some result depends on, each by invocation.
+    calls: Vec<Call>,
+    required: usize,
+    /// [`OPAQUE_PUTS`], [`DELETES`], then the unknown compare-and-swaps of a
+    /// value nobody read, a class per expected value.
+    classes: Vec<Class>,
+    /// The class of unknown compare-and-swaps expecting a value.
+    swaps_by_expected: HashMap<Value, usize>,
+}
+
+impl Register {
+    /// `operations` of one key, by invocation.
+    fn new(operations: &[Operation]) -> Register {
+        let mut observed: HashMap<&str, Value> = HashMap::new();
+        for op in operations {
+            let value = match (&op.action, op.outcome) {
+                (_, Outcome::Failed) => continue,
+                (Action::Get { value }, Outcome::Ok)
+                | (
+                    Action::Cas {
+                        expected: value, ..
+                    },
+                    _,
+                ) => value,
+                _ => continue,
+            };
+            if let Some(value) = value.as_deref() {
+                let next = Value::try_from(observed.len()).expect("fewer values than u32") + 2;
+                observed.entry(value).or_insert(next);
+            }
+        }
+        let id = |value: Option<&str>| match value {
+            None => ABSENT,
+            Some(value) => observed.get(value).copied().unwrap_or(OPAQUE),
+        };
+        let mut required = Vec::new();
+        let mut unknown = Vec::new();
+        let mut classes = vec![
+            Class {
+                effect: Effect::Write(OPAQUE),
+                invoked: Vec::new(),
+                ops: Vec::new(),
+            },
+            Class {
+                effect: Effect::Write(ABSENT),
+                invoked: Vec::new(),
+                ops: Vec::new(),
+            },
+        ];
+        let mut swaps_by_expected = HashMap::new();
+        for (i, op) in operations.iter().enumerate() {
+            let effect = match &op.action {
+                Action::Put { value } => Effect::Write(id(Some(value))),
+                Action::Delete => Effect::Write(ABSENT),
+                Action::Get { value } => Effect::Read(id(value.as_deref())),
                 Action::Cas {
+                    expected,
                     succeeded: false,
                     ..
+                } if op.outcome == Outcome::Ok => Effect::Refuse {
+                    expected: id(expected.as_deref()),
+                },
+                Action::Cas {
+                    expected, value, ..
+                } => Effect::Swap {
+                    expected: id(expected.as_deref()),
+                    value: id(Some(value)),
+                },
+            };
+            let call = Call {
+                op: i,
+                effect,
+                invoked: op.invoked,
+                returned: op.returned.max(op.invoked),
+            };
+            let class = match (op.outcome, effect) {
+                (Outcome::Failed, _) | (Outcome::Unknown, Effect::Read(_)) => continue,
+                (Outcome::Ok, _) => {
+                    required.push(call);
+                    continue;
                 }
-            )
-    });
-    let searched: Vec<Operation> = operations
-        .iter()
-        .filter(|op| match op.action.written() {
-            Some(value) => op.returned.is_some() || refused_cas || read.contains(value),
-            None => true,
-        })
-        .cloned()
-        .collect();
-    let mut search = Search {
-        ops: &searched,
-        linearized: vec![false; searched.len()],
-        order: Vec::new(),
-        longest: Vec::new(),
-        seen: HashSet::new(),
-        budget: SEARCH_BUDGET,
-    };
-    if search.explore(None) {
-        Ok(())
-    } else {
-        Err(Violation {
-            key: key.to_string(),
-            longest_prefix: search
-                .longest
-                .iter()
-                .map(|&i| searched[i].clone())
-                .collect(),
-            inconclusive: search.budget == 0,
-            operations,
-        })
+                (Outcome::Unknown, Effect::Write(OPAQUE)) => OPAQUE_PUTS,
+                (Outcome::Unknown, Effect::Write(ABSENT)) => DELETES,
+                (
+                    Outcome::Unknown,
+                    Effect::Swap {
+                        expected,
+                        value: OPAQUE,
+                    },
+                ) => *swaps_by_expected.entry(expected).or_insert_with(|| {
+                    classes.push(Class {
+                        effect,
+                        invoked: Vec::new(),
+                        ops: Vec::new(),
+                    });
+                    classes.len() - 1
+                }),
+                (Outcome::Unknown, _) => {
+                    unknown.push(call);
+                    continue;
+                }
+            };
+            classes[class].invoked.push(op.invoked);
+            classes[class].ops.push(i);
+        }
+        let required_len = required.len();
+        required.extend(unknown);
+        Register {
+            calls: required,
+            required: required_len,
+            classes,
+            swaps_by_expected,
+        }
     }
 }
 
-/// Most search steps spent on one key before giving up as inconclusive.
-const SEARCH_BUDGET: u64 = 10_000_000;
-
-struct Search<'a> {
-    ops: &'a [Operation],
-    linearized: Vec<bool>,
-    order: Vec<usize>,
-    longest: Vec<usize>,
-    seen: HashSet<(Vec<bool>, Option<String>)>,
-    budget: u64,
+/// A step of a candidate order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Move {
+    /// Take effect: a call.
+    Call(usize),
+    /// The next unused operation of a class takes effect.
+    Class(usize),
 }
 
-impl Search<'_> {
-    /// Whether the pending operations can be linearized from `state`.
-    fn explore(&mut self, state: Option<&str>) -> bool {
-        if self.order.len() > self.longest.len() {
-            self.longest = self.order.clone();
+/// What a search found.
+#[derive(Debug)]
+enum Found {
+    Linearizable,
+    /// The longest order found.
+    Violation(Vec<Move>),
+    Undecided,
+}
+
+/// Where a node of the search is in trying its moves: calls of known
+/// outcome by the entry list, then calls of unknown outcome by index, then
+/// the classes.
+#[derive(Debug, Clone, Copy)]
+enum Cursor {
+    Entry(usize),
+    Unknown(usize),
+    Class(u8),
+}
+
+/// A node on the search path.
+#[derive(Debug)]
+struct Frame {
+    /// The move that led here (`None` at the root) and what it replaced.
+    via: Option<Move>,
+    prev_state: Value,
+    prev_counters: u32,
+    cursor: Cursor,
+    /// The earliest return among the pending operations of known outcome:
+    /// known once the entry list is walked.
+    frontier: Duration,
+}
+
+/// The end of a linked list.
+const NIL: usize = usize::MAX;
+
+/// A call's invocation or return, in the time-ordered list of the pending
+/// operations of known outcome.
+#[derive(Debug)]
+struct Entry {
+    call: usize,
+    time: Duration,
+    is_return: bool,
+}
+
+/// The depth-first search, its path held in an explicit stack.
+struct Search<'a> {
+    register: &'a Register,
+    /// Invocations and returns of the pending calls of known outcome, by
+    /// time (invocations first on a tie), as a doubly linked list: a call
+    /// that takes effect is lifted out and put back on backtracking.
+    entries: Vec<Entry>,
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    /// Entry index of each call's invocation and return.
+    entry_of: Vec<(usize, usize)>,
+    head: usize,
+    /// Which calls took effect, how many of known outcome are pending.
+    done: Vec<bool>,
+    pending: usize,
+    state: Value,
+    /// Per class, how many of its operations took effect (the first ones).
+    counters: Vec<u32>,
+    counters_id: u32,
+    counter_sets: CounterSets,
+    /// Zobrist hash of `done`: the xor of the codes of the calls done.
+    codes: Vec<u128>,
+    hash: u128,
+    memo: Memo,
+    steps: u64,
+    /// The longest path found, by calls of known outcome done.
+    longest: Vec<Move>,
+    longest_done: usize,
+}
+
+impl<'a> Search<'a> {
+    fn new(register: &'a Register) -> Search<'a> {
+        let mut entries = Vec::new();
+        for (call, c) in register.calls[..register.required].iter().enumerate() {
+            entries.push(Entry {
+                call,
+                time: c.invoked,
+                is_return: false,
+            });
+            entries.push(Entry {
+                call,
+                time: c.returned,
+                is_return: true,
+            });
         }
-        if self.order.len() == self.ops.len() {
-            return true;
+        entries.sort_by_key(|e| (e.time, e.is_return, e.call));
+        let head = entries.len();
+        let mut entry_of = vec![(NIL, NIL); register.required];
+        let mut next = vec![NIL; entries.len() + 1];
+        let mut prev = vec![NIL; entries.len() + 1];
+        let mut last = head;
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.is_return {
+                entry_of[entry.call].1 = i;
+            } else {
+                entry_of[entry.call].0 = i;
+            }
+            next[last] = i;
+            prev[i] = last;
+            last = i;
         }
-        if self.budget == 0
-            || !self
-                .seen
-                .insert((self.linearized.clone(), state.map(str::to_string)))
-        {
-            return false;
+        let mut seed = 0x5eed_u64;
+        let codes = (0..register.calls.len())
+            .map(|_| (u128::from(splitmix(&mut seed)) << 64) | u128::from(splitmix(&mut seed)))
+            .collect();
+        let mut counter_sets = CounterSets::default();
+        let counters = vec![0; register.classes.len()];
+        let counters_id = counter_sets.id(&counters);
+        Search {
+            register,
+            entries,
+            next,
+            prev,
+            entry_of,
+            head,
+            done: vec![false; register.calls.len()],
+            pending: register.required,
+            state: ABSENT,
+            counters,
+            counters_id,
+            counter_sets,
+            codes,
+            hash: 0,
+            memo: Memo::default(),
+            steps: 0,
+            longest: Vec::new(),
+            longest_done: 0,
         }
-        self.budget -= 1;
-        // A pending operation can go next only if it was invoked before every
-        // pending operation returned.
-        let earliest_return = (0..self.ops.len())
-            .filter(|&i| !self.linearized[i])
-            .filter_map(|i| self.ops[i].returned)
-            .min()
-            .unwrap_or(Duration::MAX);
-        for i in 0..self.ops.len() {
-            if self.linearized[i] {
+    }
+
+    /// Searches for an order of the operations, consistent with real time,
+    /// that explains every result, within `budget` steps.
+    fn run(&mut self, budget: u64) -> Found {
+        if self.pending == 0 {
+            return Found::Linearizable;
+        }
+        let mut path = vec![Frame {
+            via: None,
+            prev_state: self.state,
+            prev_counters: self.counters_id,
+            cursor: Cursor::Entry(self.next[self.head]),
+            frontier: Duration::MAX,
+        }];
+        loop {
+            let frame = path.last_mut().expect("the root is popped last");
+            let Some((step, state)) = self.next_move(frame) else {
+                // Every move from this node failed: remember it, backtrack.
+                let frame = path.pop().expect("the root is popped last");
+                let Some(via) = frame.via else {
+                    return Found::Violation(std::mem::take(&mut self.longest));
+                };
+                self.memo.insert(self.node(), self.counters_id);
+                self.undo(via, frame.prev_state, frame.prev_counters);
+                continue;
+            };
+            if self.steps == budget {
+                return Found::Undecided;
+            }
+            self.steps += 1;
+            let (prev_state, prev_counters) = (self.state, self.counters_id);
+            self.enter(step, state);
+            if self.pending == 0 {
+                return Found::Linearizable;
+            }
+            if self.memo.covers(
+                self.node(),
+                self.counters_id,
+                &self.counters,
+                &self.counter_sets,
+            ) {
+                self.undo(step, prev_state, prev_counters);
                 continue;
             }
-            if self.ops[i].invoked > earliest_return {
-                break; // sorted by invocation: no later one qualifies either
+            let done = self.register.required - self.pending;
+            if done > self.longest_done {
+                self.longest_done = done;
+                self.longest = path.iter().filter_map(|f| f.via).chain([step]).collect();
             }
-            let op = &self.ops[i];
-            for next in op.action.apply(state, op.returned.is_some()) {
-                self.linearized[i] = true;
-                self.order.push(i);
-                if self.explore(next.as_deref()) {
-                    return true;
+            path.push(Frame {
+                via: Some(step),
+                prev_state,
+                prev_counters,
+                cursor: Cursor::Entry(self.next[self.head]),
+                frontier: Duration::MAX,
+            });
+        }
+    }
+
+    /// The next move to try from the node `frame` (the current one), with the
+    /// register it leaves.
+    ///
+    /// Operations of known outcome come first, in invocation order: any
+    /// pending one invoked before the frontier may go next. Then the unknown
+    /// ones, only when their invocation is before the frontier too (their own
+    /// return does not bound anything) and only when they change the
+    /// register (one that changes nothing is as good as never taking effect).
+    /// A class offers its first unused operation: an earlier-invoked one can
+    /// go wherever a later one can, with the same effect.
+    fn next_move(&self, frame: &mut Frame) -> Option<(Move, Value)> {
+        let calls = &self.register.calls;
+        loop {
+            match frame.cursor {
+                Cursor::Entry(e) => {
+                    let Some(entry) = self.entries.get(e) else {
+                        frame.cursor = Cursor::Unknown(self.register.required);
+                        continue;
+                    };
+                    if entry.is_return {
+                        frame.frontier = entry.time;
+                        frame.cursor = Cursor::Unknown(self.register.required);
+                        continue;
+                    }
+                    frame.cursor = Cursor::Entry(self.next[e]);
+                    if let Some(state) = calls[entry.call].effect.apply(self.state) {
+                        return Some((Move::Call(entry.call), state));
+                    }
                 }
-                self.order.pop();
-                self.linearized[i] = false;
+                Cursor::Unknown(i) => {
+                    let Some(call) = calls.get(i).filter(|c| c.invoked <= frame.frontier) else {
+                        frame.cursor = Cursor::Class(0);
+                        continue;
+                    };
+                    frame.cursor = Cursor::Unknown(i + 1);
+                    if let Some(state) = call.effect.apply(self.state)
+                        && !self.done[i]
+                        && state != self.state
+                    {
+                        return Some((Move::Call(i), state));
+                    }
+                }
+                Cursor::Class(stage) => {
+                    frame.cursor = Cursor::Class(stage + 1);
+                    let class = match stage {
+                        0 => OPAQUE_PUTS,
+                        1 => DELETES,
+                        2 => match self.register.swaps_by_expected.get(&self.state) {
+                            Some(&class) => class,
+                            None => continue,
+                        },
+                        _ => return None,
+                    };
+                    let used = self.counters[class] as usize;
+                    let class_ops = &self.register.classes[class];
+                    if let Some(state) = class_ops.effect.apply(self.state)
+                        && state != self.state
+                        && class_ops
+                            .invoked
+                            .get(used)
+                            .is_some_and(|&invoked| invoked <= frame.frontier)
+                    {
+                        return Some((Move::Class(class), state));
+                    }
+                }
             }
         }
-        false
+    }
+
+    /// Makes `step` take effect, leaving `state`.
+    fn enter(&mut self, step: Move, state: Value) {
+        match step {
+            Move::Call(call) => {
+                self.done[call] = true;
+                self.hash ^= self.codes[call];
+                if call < self.register.required {
+                    self.lift(call);
+                    self.pending -= 1;
+                }
+            }
+            Move::Class(class) => {
+                self.counters[class] += 1;
+                self.counters_id = self.counter_sets.id(&self.counters);
+            }
+        }
+        self.state = state;
+    }
+
+    /// Takes `step` back.
+    fn undo(&mut self, step: Move, state: Value, counters_id: u32) {
+        match step {
+            Move::Call(call) => {
+                self.done[call] = false;
+                self.hash ^= self.codes[call];
+                if call < self.register.required {
+                    self.unlift(call);
+                    self.pending += 1;
+                }
+            }
+            Move::Class(class) => {
+                self.counters[class] -= 1;
+                self.counters_id = counters_id;
+            }
+        }
+        self.state = state;
+    }
+
+    fn lift(&mut self, call: usize) {
+        let (invoked, returned) = self.entry_of[call];
+        for e in [invoked, returned] {
+            let (prev, next) = (self.prev[e], self.next[e]);
+            self.next[prev] = next;
+            if next != NIL {
+                self.prev[next] = prev;
+            }
+        }
+    }
+
+    /// Puts a lifted call back: the reverse of [`Search::lift`], so the
+    /// removed entries' own links are still right.
+    fn unlift(&mut self, call: usize) {
+        let (invoked, returned) = self.entry_of[call];
+        for e in [returned, invoked] {
+            let (prev, next) = (self.prev[e], self.next[e]);
+            self.next[prev] = e;
+            if next != NIL {
+                self.prev[next] = e;
+            }
+        }
+    }
+
+    /// The current node but for the class counters: the calls done and the
+    /// register.
+    fn node(&self) -> NodeKey {
+        let node = self.hash ^ state_code(self.state);
+        NodeKey((node >> 64) as u64, node as u64)
+    }
+}
+
+/// splitmix64: fixed pseudo-random codes for the Zobrist hash.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn state_code(state: Value) -> u128 {
+    let mut seed = u64::from(state) ^ 0x57a7_e000_0000_0000;
+    (u128::from(splitmix(&mut seed)) << 64) | u128::from(splitmix(&mut seed))
+}
+
+/// The class counters seen so far, each set numbered once.
+#[derive(Debug, Default)]
+struct CounterSets {
+    ids: HashMap<Vec<u32>, u32>,
+    sets: Vec<Vec<u32>>,
+}
+
+impl CounterSets {
+    fn id(&mut self, counters: &[u32]) -> u32 {
+        if let Some(&id) = self.ids.get(counters) {
+            return id;
+        }
+        let id = u32::try_from(self.sets.len()).expect("fewer counter sets than u32");
+        self.sets.push(counters.to_vec());
+        self.ids.insert(counters.to_vec(), id);
+        id
+    }
+}
+
+/// A 128-bit hash of a node's calls done and register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NodeKey(u64, u64);
+
+impl Hash for NodeKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+/// Keys that are hashes already.
+#[derive(Debug, Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The nodes from which no move succeeded. A node with the same calls done
+/// and register, and at least as many operations of each class used, cannot
+/// succeed either: whatever it could do, the remembered node could do with
+/// earlier-invoked operations of the same classes.
+#[derive(Debug, Default)]
+struct Memo {
+    /// The first counter set remembered per node, then any others.
+    first: HashMap<NodeKey, u32, BuildHasherDefault<PreHashed>>,
+    more: HashMap<NodeKey, Vec<u32>, BuildHasherDefault<PreHashed>>,
+}
+
+impl Memo {
+    fn insert(&mut self, node: NodeKey, counters_id: u32) {
+        if let Some(&first) = self.first.get(&node) {
+            if first != counters_id {
+                self.more.entry(node).or_default().push(counters_id);
+            }
+        } else {
+            self.first.insert(node, counters_id);
+        }
+    }
+
+    /// Whether a node remembered as failed covers this one.
+    fn covers(&self, node: NodeKey, id: u32, counters: &[u32], sets: &CounterSets) -> bool {
+        let Some(&first) = self.first.get(&node) else {
+            return false;
+        };
+        let covered = |seen: u32| {
+            seen == id
+                || sets.sets[seen as usize]
+                    .iter()
+                    .zip(counters)
+                    .all(|(seen, now)| seen <= now)
+        };
+        covered(first)
+            || self
+                .more
+                .get(&node)
+                .is_some_and(|more| more.iter().copied().any(covered))
     }
 }
 
@@ -408,13 +1119,22 @@ impl Search<'_> {
 mod tests {
     use super::*;
 
+    /// An operation on key "k"; `returned_ms` `None`: of unknown outcome.
     fn op(client: usize, action: Action, invoked_ms: u64, returned_ms: Option<u64>) -> Operation {
         Operation {
             client,
             key: "k".to_string(),
             action,
+            outcome: returned_ms.map_or(Outcome::Unknown, |_| Outcome::Ok),
             invoked: Duration::from_millis(invoked_ms),
-            returned: returned_ms.map(Duration::from_millis),
+            returned: Duration::from_millis(returned_ms.unwrap_or(invoked_ms + 1000)),
+        }
+    }
+
+    fn failed(op: Operation) -> Operation {
+        Operation {
+            outcome: Outcome::Failed,
+            ..op
         }
     }
 
@@ -430,6 +1150,35 @@ mod tests {
         }
     }
 
+    fn cas(expected: Option<&str>, value: &str, succeeded: bool) -> Action {
+        Action::Cas {
+            expected: expected.map(str::to_string),
+            value: value.to_string(),
+            succeeded,
+        }
+    }
+
+    fn check(ops: &[Operation]) -> Report {
+        check_registers(ops, Budget::DEFAULT)
+    }
+
+    #[track_caller]
+    fn assert_linearizable(ops: &[Operation], why: &str) {
+        let report = check(ops);
+        assert!(report.is_linearizable(), "{why}:\n{report}");
+    }
+
+    /// Asserts that key "k" is a violation; returns the longest prefix found.
+    #[track_caller]
+    fn assert_violation(ops: &[Operation], why: &str) -> Vec<Operation> {
+        let report = check(ops);
+        assert!(!report.is_linearizable(), "{why}");
+        match &report.key("k").expect("key k is checked").verdict {
+            Verdict::Violation { longest_prefix, .. } => longest_prefix.clone(),
+            verdict => panic!("{why}: expected a violation, got {verdict:?}"),
+        }
+    }
+
     #[test]
     fn sequential_history_is_linearizable() {
         let ops = vec![
@@ -439,20 +1188,32 @@ mod tests {
             op(1, put("b"), 6, Some(7)),
             op(0, get(Some("b")), 8, Some(9)),
         ];
-        check_registers(&ops).expect("linearizable");
+        let report = check(&ops);
+        assert!(report.is_linearizable(), "{report}");
+        assert_eq!(report.keys.len(), 1);
+        assert_eq!(report.keys[0].steps, 5, "one step per operation");
     }
 
     #[test]
-    fn stale_read_after_acknowledged_write_is_a_violation() {
+    fn read_of_a_value_never_written_is_a_violation() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, get(Some("b")), 2, Some(3)),
+        ];
+        let prefix = assert_violation(&ops, "nobody wrote b");
+        assert_eq!(prefix, ops[..1]);
+    }
+
+    #[test]
+    fn stale_read_after_a_later_write_completed_is_a_violation() {
         let ops = vec![
             op(0, put("a"), 0, Some(1)),
             op(0, put("b"), 2, Some(3)),
             // Invoked after "b" was acknowledged, yet returns "a".
             op(1, get(Some("a")), 4, Some(5)),
         ];
-        let violations = check_registers(&ops).expect_err("a stale read");
-        assert_eq!(violations.len(), 1);
-        assert_eq!(violations[0].longest_prefix.len(), 2);
+        let prefix = assert_violation(&ops, "a stale read");
+        assert_eq!(prefix, ops[..2]);
     }
 
     #[test]
@@ -464,30 +1225,13 @@ mod tests {
         ];
         // The get of "a" and the later get of nothing cannot both be right:
         // once "a" was read, the register is never absent again.
-        assert!(check_registers(&ops).is_err());
+        assert_violation(&ops, "absent again after a was read");
         let ops = vec![
             op(0, put("a"), 0, Some(10)),
             op(1, get(None), 1, Some(2)),
             op(2, get(Some("a")), 3, Some(4)),
         ];
-        check_registers(&ops).expect("the put takes effect between the two gets");
-    }
-
-    #[test]
-    fn unknown_put_may_take_effect_late_or_never() {
-        let late = vec![
-            op(0, put("a"), 0, None),
-            op(1, get(None), 5, Some(6)),
-            op(1, get(Some("a")), 7, Some(8)),
-        ];
-        check_registers(&late).expect("an unknown put may take effect late");
-        let never = vec![op(0, put("a"), 0, None), op(1, get(None), 5, Some(6))];
-        check_registers(&never).expect("an unknown put may never take effect");
-        let read_before_invoke = vec![op(1, get(Some("a")), 0, Some(1)), op(0, put("a"), 5, None)];
-        assert!(
-            check_registers(&read_before_invoke).is_err(),
-            "a value read before its put was invoked"
-        );
+        assert_linearizable(&ops, "the put takes effect between the two gets");
     }
 
     #[test]
@@ -498,10 +1242,28 @@ mod tests {
             op(1, get(Some("b")), 4, Some(5)),
             op(1, get(Some("a")), 6, Some(7)),
         ];
-        assert!(
-            check_registers(&ops).is_err(),
-            "the register went back to an overwritten value"
-        );
+        assert_violation(&ops, "the register went back to an overwritten value");
+    }
+
+    #[test]
+    fn unknown_put_may_take_effect_late_or_never() {
+        let late = vec![
+            op(0, put("a"), 0, None),
+            op(1, get(None), 5, Some(6)),
+            op(1, get(Some("a")), 7, Some(8)),
+        ];
+        assert_linearizable(&late, "an unknown put may take effect late");
+        let never = vec![op(0, put("a"), 0, None), op(1, get(None), 5, Some(6))];
+        assert_linearizable(&never, "an unknown put may never take effect");
+        let read_before_invoke = vec![op(1, get(Some("a")), 0, Some(1)), op(0, put("a"), 5, None)];
+        assert_violation(&read_before_invoke, "a value read before its put");
+        let twice = vec![
+            op(0, put("a"), 0, None),
+            op(1, get(Some("a")), 1, Some(2)),
+            op(1, get(None), 3, Some(4)),
+            op(1, get(Some("a")), 5, Some(6)),
+        ];
+        assert_violation(&twice, "an unknown put takes effect once");
     }
 
     #[test]
@@ -513,17 +1275,13 @@ mod tests {
         let mut other = op(2, get(Some("a")), 2, Some(3));
         other.key = "other".to_string();
         ops.push(other);
-        let violations = check_registers(&ops).expect_err("key other never had a put");
-        assert_eq!(violations.len(), 1);
-        assert_eq!(violations[0].key, "other");
-    }
-
-    fn cas(expected: Option<&str>, value: &str, succeeded: bool) -> Action {
-        Action::Cas {
-            expected: expected.map(str::to_string),
-            value: value.to_string(),
-            succeeded,
-        }
+        let report = check(&ops);
+        let violations: Vec<&str> = report.violations().map(|k| k.key.as_str()).collect();
+        assert_eq!(violations, ["other"], "key other never had a put");
+        assert!(matches!(
+            report.key("k").expect("key k").verdict,
+            Verdict::Linearizable
+        ));
     }
 
     #[test]
@@ -533,23 +1291,28 @@ mod tests {
             op(0, Action::Delete, 2, Some(3)),
             op(1, get(None), 4, Some(5)),
         ];
-        check_registers(&ops).expect("read absent after the delete");
+        assert_linearizable(&ops, "read absent after the delete");
         let stale = vec![
             op(0, put("a"), 0, Some(1)),
             op(0, Action::Delete, 2, Some(3)),
             op(1, get(Some("a")), 4, Some(5)),
         ];
-        assert!(
-            check_registers(&stale).is_err(),
-            "a read of a deleted value"
-        );
+        assert_violation(&stale, "a read of a deleted value");
         let unknown = vec![
             op(0, put("a"), 0, Some(1)),
             op(0, Action::Delete, 2, None),
             op(1, get(Some("a")), 4, Some(5)),
             op(1, get(None), 6, Some(7)),
         ];
-        check_registers(&unknown).expect("an unknown delete may take effect late");
+        assert_linearizable(&unknown, "an unknown delete may take effect late");
+        let two_absences = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, Action::Delete, 2, None),
+            op(1, get(None), 4, Some(5)),
+            op(1, put("b"), 6, Some(7)),
+            op(1, get(None), 8, Some(9)),
+        ];
+        assert_violation(&two_absences, "one unknown delete cannot clear twice");
     }
 
     #[test]
@@ -560,28 +1323,39 @@ mod tests {
             op(2, cas(Some("a"), "c", false), 4, Some(5)),
             op(0, get(Some("b")), 6, Some(7)),
         ];
-        check_registers(&ops).expect("a then b; the second CAS was refused");
+        assert_linearizable(&ops, "a then b; the second CAS was refused");
         let wrong = vec![
             op(0, put("a"), 0, Some(1)),
             op(1, cas(Some("x"), "b", true), 2, Some(3)),
         ];
-        assert!(
-            check_registers(&wrong).is_err(),
-            "a CAS that swapped although the register held another value"
-        );
+        assert_violation(&wrong, "a CAS swapped although the register held a");
         let wrongly_refused = vec![
             op(0, put("a"), 0, Some(1)),
             op(1, cas(Some("a"), "b", false), 2, Some(3)),
         ];
-        assert!(
-            check_registers(&wrongly_refused).is_err(),
-            "a CAS refused although the register held the expected value"
-        );
+        assert_violation(&wrongly_refused, "a CAS refused although a was there");
         let on_absent = vec![
             op(1, cas(None, "b", true), 0, Some(1)),
             op(0, get(Some("b")), 2, Some(3)),
         ];
-        check_registers(&on_absent).expect("a CAS on an absent key");
+        assert_linearizable(&on_absent, "a CAS on an absent key");
+        let unknown_cas = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, cas(Some("a"), "b", true), 2, None),
+            op(2, get(Some("a")), 3, Some(4)),
+            op(2, get(Some("b")), 5, Some(6)),
+        ];
+        assert_linearizable(&unknown_cas, "an unknown CAS may take effect late");
+        let unknown_cas_on_another_value = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, put("c"), 2, Some(3)),
+            op(1, cas(Some("a"), "b", true), 4, None),
+            op(2, get(Some("b")), 5, Some(6)),
+        ];
+        assert_violation(
+            &unknown_cas_on_another_value,
+            "an unknown CAS swaps only the expected value",
+        );
     }
 
     #[test]
@@ -593,13 +1367,136 @@ mod tests {
             op(1, put("b"), 2, None),
             op(2, cas(Some("a"), "c", false), 5, Some(6)),
         ];
-        check_registers(&ops).expect("the unknown put took effect before the CAS");
-        let unknown_cas = vec![
+        assert_linearizable(&ops, "the unknown put took effect before the CAS");
+        let too_late = vec![
             op(0, put("a"), 0, Some(1)),
-            op(1, cas(Some("a"), "b", true), 2, None),
-            op(2, get(Some("a")), 3, Some(4)),
-            op(2, get(Some("b")), 5, Some(6)),
+            op(2, cas(Some("a"), "c", false), 5, Some(6)),
+            op(1, put("b"), 7, None),
         ];
-        check_registers(&unknown_cas).expect("an unknown CAS may take effect late");
+        assert_violation(&too_late, "the unknown put was invoked after the CAS");
+        // Same with an unread unknown CAS that did swap "a" away.
+        let by_cas = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, cas(Some("a"), "b", false), 2, None),
+            op(2, cas(Some("a"), "c", false), 5, Some(6)),
+        ];
+        assert_linearizable(&by_cas, "the unknown CAS swapped before the refusal");
+        let by_cas_on_another_value = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, cas(Some("x"), "b", false), 2, None),
+            op(2, cas(Some("a"), "c", false), 5, Some(6)),
+        ];
+        assert_violation(
+            &by_cas_on_another_value,
+            "an unknown CAS expecting x cannot swap a",
+        );
+    }
+
+    #[test]
+    fn two_refusals_need_two_unread_unknown_writes() {
+        let mut ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, put("x"), 2, None),
+            op(2, cas(Some("a"), "b", false), 3, Some(4)),
+            op(0, put("a2"), 5, Some(6)),
+            op(2, cas(Some("a2"), "c", false), 7, Some(8)),
+        ];
+        let prefix = assert_violation(&ops, "one unknown put explains one refusal");
+        assert_eq!(prefix.len(), 4, "a, x, the first refusal, a2");
+        ops.push(op(3, put("y"), 2, None));
+        assert_linearizable(&ops, "two unknown puts explain two refusals");
+    }
+
+    #[test]
+    fn failed_operations_are_ignored() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            failed(op(1, put("b"), 2, Some(3))),
+            failed(op(1, Action::Delete, 4, Some(5))),
+            failed(op(1, cas(Some("a"), "c", true), 6, Some(7))),
+            op(2, get(Some("a")), 8, Some(9)),
+        ];
+        assert_linearizable(&ops, "failed writes did not happen");
+        let report = check(&ops);
+        assert_eq!(report.keys[0].failed, 3);
+        let read_failed_put = vec![
+            failed(op(1, put("b"), 0, Some(1))),
+            op(2, get(Some("b")), 2, Some(3)),
+        ];
+        assert_violation(
+            &read_failed_put,
+            "a read of a value only a failed put wrote",
+        );
+    }
+
+    #[test]
+    fn a_search_out_of_budget_is_undecided_not_linearizable() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, put("b"), 2, Some(3)),
+            op(1, get(Some("b")), 4, Some(5)),
+        ];
+        let report = check_registers(&ops, Budget { steps_per_key: 2 });
+        assert!(!report.is_linearizable(), "undecided is no pass");
+        assert_eq!(report.violations().count(), 0);
+        let undecided: Vec<&KeyReport> = report.undecided().collect();
+        assert_eq!(undecided.len(), 1);
+        assert!(matches!(
+            undecided[0].verdict,
+            Verdict::Undecided { steps: 2 }
+        ));
+        assert!(report.to_string().contains("UNDECIDED"), "{report}");
+    }
+
+    #[test]
+    fn report_shows_each_key_and_where_a_violation_broke() {
+        let mut ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, put("b"), 2, Some(3)),
+            op(1, get(Some("a")), 4, Some(5)),
+        ];
+        let mut fine = op(2, put("z"), 0, None);
+        fine.key = "fine".to_string();
+        ops.push(fine);
+        let report = check(&ops).to_string();
+        assert!(
+            report.contains(
+                "key \"fine\": 1 operations (1 of unknown outcome, 0 failed), 0 steps: linearizable"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "key \"k\": 3 operations (0 of unknown outcome, 0 failed), 2 steps: NOT LINEARIZABLE"
+            ),
+            "{report}"
+        );
+        assert!(report.contains("client 1 k get -> a"), "{report}");
+    }
+
+    #[test]
+    fn operations_round_trip_through_json() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(1, get(None), 2, Some(3)),
+            op(2, Action::Delete, 4, None),
+            failed(op(3, cas(Some("a"), "b", false), 5, Some(6))),
+        ];
+        let json = serde_json::to_value(&ops).expect("serialize");
+        assert_eq!(
+            json[0],
+            serde_json::json!({
+                "client": 0,
+                "key": "k",
+                "action": {"type": "put", "value": "a"},
+                "outcome": "ok",
+                "invoked_us": 0,
+                "returned_us": 1000,
+            })
+        );
+        assert_eq!(json[2]["outcome"], "unknown");
+        assert_eq!(json[3]["action"]["type"], "cas");
+        let back: Vec<Operation> = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, ops);
     }
 }
