@@ -41,8 +41,8 @@
 //!   compare-and-swap expected it) are told apart; any other value is one
 //!   opaque value, which no get returns and no compare-and-swap expects.
 //! - The search is done when every operation of known outcome took effect.
-//!   An unknown one never has to: it is applied only where it changes the
-//!   register, and it never bounds the frontier (its return is "never").
+//!   An unknown one never has to, and never bounds the frontier (its return
+//!   is "never").
 //! - Unknown operations with the same effect are interchangeable but for
 //!   their invocation times: puts of a value nobody read (the register becomes
 //!   opaque), deletes, and per expected value compare-and-swaps of a value
@@ -50,12 +50,20 @@
 //!   is the earliest-invoked unused one (an earlier-invoked one can go
 //!   wherever a later one can). Unknown writes of a value that was read are
 //!   few, and are placed one by one.
-//! - Operations of known outcome are tried first and unknown ones last, so an
-//!   unknown write is placed only where something needs it.
-//! - A node (operations done, register, class counters) from which the search
-//!   failed is remembered by a 128-bit Zobrist hash of the operations done and
-//!   the register, with its counters; a node with the same hash and counters
-//!   at least as high is not explored again. A hash collision could only
+//! - An unknown operation takes effect only where it changes the register
+//!   and the very next operation needs that: one that depends on the register
+//!   (a get, a compare-and-swap) and, if it only reads, could not have gone
+//!   before. Any order that explains the history can be rearranged into one
+//!   of that shape: an unknown write whose effect nobody looks at before the
+//!   next write can be dropped, and one followed by a read that works either
+//!   way can move after it. Operations of known outcome are tried first.
+//! - A node (operations of known outcome done, register, unknown operations
+//!   used) from which the search failed is remembered by a 128-bit Zobrist
+//!   hash of the first two, with the least usage its failure depends on:
+//!   what moves it could not try because the unknown operations they needed
+//!   were used up, and what its children's failures depended on. A node
+//!   reached again with at least that usage is not explored again; one that
+//!   failed whatever it used covers every usage. A hash collision could only
 //!   prune a branch (a false violation), never pass a history, and at 2^-128
 //!   per pair of nodes it does not happen.
 
@@ -523,6 +531,18 @@ impl Effect {
             Effect::Refuse { expected } => (expected != state).then_some(state),
         }
     }
+
+    /// Whether this effect, right after an unknown operation changed the
+    /// register from `before`, makes that operation worth having taken
+    /// effect: it depends on the register, and a read-only one was not
+    /// possible from `before` (else it can go first).
+    fn exploits(self, before: Value) -> bool {
+        match self {
+            Effect::Write(_) => false,
+            Effect::Read(_) | Effect::Refuse { .. } => self.apply(before).is_none(),
+            Effect::Swap { .. } => true,
+        }
+    }
 }
 
 /// An operation the search places on its own.
@@ -704,7 +724,7 @@ struct Frame {
     /// The move that led here (`None` at the root) and what it replaced.
     via: Option<Move>,
     prev_state: Value,
-    prev_counters: u32,
+    prev_used: u32,
     cursor: Cursor,
     /// The earliest return among the pending operations of known outcome:
     /// known once the entry list is walked.
@@ -735,15 +755,18 @@ struct Search<'a> {
     /// Entry index of each call's invocation and return.
     entry_of: Vec<(usize, usize)>,
     head: usize,
-    /// Which calls took effect, how many of known outcome are pending.
-    done: Vec<bool>,
+    /// How many calls of known outcome are pending.
     pending: usize,
     state: Value,
-    /// Per class, how many of its operations took effect (the first ones).
+    /// The operations of unknown outcome that took effect: per class how
+    /// many (the first ones), and which calls (a bitset); `used` numbers
+    /// the pair in `usages`.
     counters: Vec<u32>,
-    counters_id: u32,
-    counter_sets: CounterSets,
-    /// Zobrist hash of `done`: the xor of the codes of the calls done.
+    unknown_done: Vec<u64>,
+    used: u32,
+    usages: Usages,
+    /// Zobrist hash of the calls of known outcome done: the xor of their
+    /// codes.
     codes: Vec<u128>,
     hash: u128,
     memo: Memo,
@@ -785,12 +808,13 @@ impl<'a> Search<'a> {
             last = i;
         }
         let mut seed = 0x5eed_u64;
-        let codes = (0..register.calls.len())
+        let codes = (0..register.required)
             .map(|_| (u128::from(splitmix(&mut seed)) << 64) | u128::from(splitmix(&mut seed)))
             .collect();
-        let mut counter_sets = CounterSets::default();
         let counters = vec![0; register.classes.len()];
-        let counters_id = counter_sets.id(&counters);
+        let unknown_done = vec![0; (register.calls.len() - register.required).div_ceil(64)];
+        let mut usages = Usages::default();
+        let used = usages.id(&counters, &unknown_done);
         Search {
             register,
             entries,
@@ -798,12 +822,12 @@ impl<'a> Search<'a> {
             prev,
             entry_of,
             head,
-            done: vec![false; register.calls.len()],
             pending: register.required,
             state: ABSENT,
             counters,
-            counters_id,
-            counter_sets,
+            unknown_done,
+            used,
+            usages,
             codes,
             hash: 0,
             memo: Memo::default(),
@@ -822,38 +846,48 @@ impl<'a> Search<'a> {
         let mut path = vec![Frame {
             via: None,
             prev_state: self.state,
-            prev_counters: self.counters_id,
+            prev_used: self.used,
             cursor: Cursor::Entry(self.next[self.head]),
             frontier: Duration::MAX,
         }];
+        // Per frame on the path, what its failure so far depends on having
+        // been used: a usage such that the node fails whenever it used at
+        // least that much. All zero: it fails whatever it used.
+        let width = self.counters.len() + self.unknown_done.len();
+        let mut requires = vec![0; width];
         loop {
+            let depth = path.len() - 1;
             let frame = path.last_mut().expect("the root is popped last");
-            let Some((step, state)) = self.next_move(frame) else {
+            let Some((step, state)) = self.next_move(frame, &mut requires[depth * width..]) else {
                 // Every move from this node failed: remember it, backtrack.
                 let frame = path.pop().expect("the root is popped last");
                 let Some(via) = frame.via else {
                     return Found::Violation(std::mem::take(&mut self.longest));
                 };
-                self.memo.insert(self.node(), self.counters_id);
-                self.undo(via, frame.prev_state, frame.prev_counters);
+                let required = requires.split_off(depth * width);
+                // A node entered by an unknown operation tried only some
+                // moves: its failure says nothing of the node itself.
+                if !self.is_unknown(via) {
+                    let required = self.usages.intern(required.clone());
+                    self.memo.insert(self.node(), required, &self.usages);
+                }
+                self.undo(via, frame.prev_state, frame.prev_used);
+                self.require_back(&mut requires[(depth - 1) * width..], &required, via);
                 continue;
             };
             if self.steps == budget {
                 return Found::Undecided;
             }
             self.steps += 1;
-            let (prev_state, prev_counters) = (self.state, self.counters_id);
+            let (prev_state, prev_used) = (self.state, self.used);
             self.enter(step, state);
             if self.pending == 0 {
                 return Found::Linearizable;
             }
-            if self.memo.covers(
-                self.node(),
-                self.counters_id,
-                &self.counters,
-                &self.counter_sets,
-            ) {
-                self.undo(step, prev_state, prev_counters);
+            if let Some(failed) = self.memo.covers(self.node(), self.used, &self.usages) {
+                self.undo(step, prev_state, prev_used);
+                let failed = &self.usages.seen[failed as usize];
+                self.require_back(&mut requires[depth * width..], failed, step);
                 continue;
             }
             let done = self.register.required - self.pending;
@@ -864,10 +898,36 @@ impl<'a> Search<'a> {
             path.push(Frame {
                 via: Some(step),
                 prev_state,
-                prev_counters,
+                prev_used,
                 cursor: Cursor::Entry(self.next[self.head]),
                 frontier: Duration::MAX,
             });
+            requires.resize(requires.len() + width, 0);
+        }
+    }
+
+    /// Adds to a node's requirement `parent` what its child by `step` needed
+    /// (`child`): the usage the parent needs for `step` to lead there.
+    fn require_back(&self, parent: &mut [u64], child: &[u64], step: Move) {
+        let classes = self.counters.len();
+        for (i, (parent, &child)) in parent.iter_mut().zip(child).enumerate() {
+            let child = match step {
+                Move::Class(class) if class == i => child.saturating_sub(1),
+                Move::Call(call) if call >= self.register.required => {
+                    let bit = call - self.register.required;
+                    if i == classes + bit / 64 {
+                        child & !(1 << (bit % 64))
+                    } else {
+                        child
+                    }
+                }
+                _ => child,
+            };
+            if i < classes {
+                *parent = (*parent).max(child);
+            } else {
+                *parent |= child;
+            }
         }
     }
 
@@ -881,8 +941,13 @@ impl<'a> Search<'a> {
     /// register (one that changes nothing is as good as never taking effect).
     /// A class offers its first unused operation: an earlier-invoked one can
     /// go wherever a later one can, with the same effect.
-    fn next_move(&self, frame: &mut Frame) -> Option<(Move, Value)> {
+    ///
+    /// A move not tried for want of unknown operations (used already) adds
+    /// what it wanted to `requires`.
+    fn next_move(&self, frame: &mut Frame, requires: &mut [u64]) -> Option<(Move, Value)> {
         let calls = &self.register.calls;
+        let after_unknown = frame.via.is_some_and(|via| self.is_unknown(via));
+        let allowed = |effect: Effect| !after_unknown || effect.exploits(frame.prev_state);
         loop {
             match frame.cursor {
                 Cursor::Entry(e) => {
@@ -896,7 +961,10 @@ impl<'a> Search<'a> {
                         continue;
                     }
                     frame.cursor = Cursor::Entry(self.next[e]);
-                    if let Some(state) = calls[entry.call].effect.apply(self.state) {
+                    let effect = calls[entry.call].effect;
+                    if let Some(state) = effect.apply(self.state)
+                        && allowed(effect)
+                    {
                         return Some((Move::Call(entry.call), state));
                     }
                 }
@@ -907,10 +975,15 @@ impl<'a> Search<'a> {
                     };
                     frame.cursor = Cursor::Unknown(i + 1);
                     if let Some(state) = call.effect.apply(self.state)
-                        && !self.done[i]
                         && state != self.state
+                        && allowed(call.effect)
                     {
-                        return Some((Move::Call(i), state));
+                        if !self.is_unknown_done(i) {
+                            return Some((Move::Call(i), state));
+                        }
+                        // Had it not been used already, it could go here.
+                        let bit = i - self.register.required;
+                        requires[self.counters.len() + bit / 64] |= 1 << (bit % 64);
                     }
                 }
                 Cursor::Class(stage) => {
@@ -928,12 +1001,21 @@ impl<'a> Search<'a> {
                     let class_ops = &self.register.classes[class];
                     if let Some(state) = class_ops.effect.apply(self.state)
                         && state != self.state
-                        && class_ops
+                        && allowed(class_ops.effect)
+                    {
+                        if class_ops
                             .invoked
                             .get(used)
                             .is_some_and(|&invoked| invoked <= frame.frontier)
-                    {
-                        return Some((Move::Class(class), state));
+                        {
+                            return Some((Move::Class(class), state));
+                        }
+                        // Had fewer than all those invoked been used, one
+                        // could go here.
+                        let invoked = class_ops
+                            .invoked
+                            .partition_point(|&invoked| invoked <= frame.frontier);
+                        requires[class] = requires[class].max(invoked as u64);
                     }
                 }
             }
@@ -943,39 +1025,55 @@ impl<'a> Search<'a> {
     /// Makes `step` take effect, leaving `state`.
     fn enter(&mut self, step: Move, state: Value) {
         match step {
-            Move::Call(call) => {
-                self.done[call] = true;
+            Move::Call(call) if call < self.register.required => {
                 self.hash ^= self.codes[call];
-                if call < self.register.required {
-                    self.lift(call);
-                    self.pending -= 1;
-                }
+                self.lift(call);
+                self.pending -= 1;
+            }
+            Move::Call(call) => {
+                let i = call - self.register.required;
+                self.unknown_done[i / 64] |= 1 << (i % 64);
+                self.used = self.usages.id(&self.counters, &self.unknown_done);
             }
             Move::Class(class) => {
                 self.counters[class] += 1;
-                self.counters_id = self.counter_sets.id(&self.counters);
+                self.used = self.usages.id(&self.counters, &self.unknown_done);
             }
         }
         self.state = state;
     }
 
     /// Takes `step` back.
-    fn undo(&mut self, step: Move, state: Value, counters_id: u32) {
+    fn undo(&mut self, step: Move, state: Value, used: u32) {
         match step {
-            Move::Call(call) => {
-                self.done[call] = false;
+            Move::Call(call) if call < self.register.required => {
                 self.hash ^= self.codes[call];
-                if call < self.register.required {
-                    self.unlift(call);
-                    self.pending += 1;
-                }
+                self.unlift(call);
+                self.pending += 1;
+            }
+            Move::Call(call) => {
+                let i = call - self.register.required;
+                self.unknown_done[i / 64] &= !(1 << (i % 64));
+                self.used = used;
             }
             Move::Class(class) => {
                 self.counters[class] -= 1;
-                self.counters_id = counters_id;
+                self.used = used;
             }
         }
         self.state = state;
+    }
+
+    fn is_unknown(&self, step: Move) -> bool {
+        match step {
+            Move::Call(call) => call >= self.register.required,
+            Move::Class(_) => true,
+        }
+    }
+
+    fn is_unknown_done(&self, call: usize) -> bool {
+        let i = call - self.register.required;
+        self.unknown_done[i / 64] & (1 << (i % 64)) != 0
     }
 
     fn lift(&mut self, call: usize) {
@@ -1002,8 +1100,8 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// The current node but for the class counters: the calls done and the
-    /// register.
+    /// The current node but for the unknown operations used: the calls of
+    /// known outcome done and the register.
     fn node(&self) -> NodeKey {
         let node = self.hash ^ state_code(self.state);
         NodeKey((node >> 64) as u64, node as u64)
@@ -1024,22 +1122,50 @@ fn state_code(state: Value) -> u128 {
     (u128::from(splitmix(&mut seed)) << 64) | u128::from(splitmix(&mut seed))
 }
 
-/// The class counters seen so far, each set numbered once.
+/// The usage of nothing: the first one numbered.
+const NOTHING_USED: u32 = 0;
+
+/// The usages of unknown operations seen so far, each numbered once: the
+/// class counters, then the bitset of calls of unknown outcome done.
 #[derive(Debug, Default)]
-struct CounterSets {
-    ids: HashMap<Vec<u32>, u32>,
-    sets: Vec<Vec<u32>>,
+struct Usages {
+    ids: HashMap<Vec<u64>, u32>,
+    seen: Vec<Vec<u64>>,
+    classes: usize,
 }
 
-impl CounterSets {
-    fn id(&mut self, counters: &[u32]) -> u32 {
-        if let Some(&id) = self.ids.get(counters) {
+impl Usages {
+    fn id(&mut self, counters: &[u32], unknown_done: &[u64]) -> u32 {
+        self.classes = counters.len();
+        let usage: Vec<u64> = counters
+            .iter()
+            .map(|&c| u64::from(c))
+            .chain(unknown_done.iter().copied())
+            .collect();
+        self.intern(usage)
+    }
+
+    fn intern(&mut self, usage: Vec<u64>) -> u32 {
+        if let Some(&id) = self.ids.get(&usage) {
             return id;
         }
-        let id = u32::try_from(self.sets.len()).expect("fewer counter sets than u32");
-        self.sets.push(counters.to_vec());
-        self.ids.insert(counters.to_vec(), id);
+        let id = u32::try_from(self.seen.len()).expect("fewer usages than u32");
+        self.seen.push(usage.clone());
+        self.ids.insert(usage, id);
         id
+    }
+
+    /// Whether usage `a` uses no more than usage `b`: no more of each class,
+    /// no call that `b` did not.
+    fn within(&self, a: u32, b: u32) -> bool {
+        if a == b || a == NOTHING_USED {
+            return true;
+        }
+        let (a, b) = (&self.seen[a as usize], &self.seen[b as usize]);
+        let (a_classes, a_calls) = a.split_at(self.classes);
+        let (b_classes, b_calls) = b.split_at(self.classes);
+        a_classes.iter().zip(b_classes).all(|(a, b)| a <= b)
+            && a_calls.iter().zip(b_calls).all(|(a, b)| a & !b == 0)
     }
 }
 
@@ -1073,45 +1199,53 @@ impl Hasher for PreHashed {
     }
 }
 
-/// The nodes from which no move succeeded. A node with the same calls done
-/// and register, and at least as many operations of each class used, cannot
-/// succeed either: whatever it could do, the remembered node could do with
-/// earlier-invoked operations of the same classes.
+/// The nodes from which no move succeeded, each with the usage its failure
+/// depends on: the node fails whenever it used at least that much (as many
+/// operations of each class, at least the same calls of unknown outcome).
+/// A node that used less may still succeed, with the unknown operations it
+/// has left; with earlier-invoked operations of a class, it can do whatever
+/// a node that used more can.
 #[derive(Debug, Default)]
 struct Memo {
-    /// The first counter set remembered per node, then any others.
+    /// The first usage remembered per node, then any others.
     first: HashMap<NodeKey, u32, BuildHasherDefault<PreHashed>>,
     more: HashMap<NodeKey, Vec<u32>, BuildHasherDefault<PreHashed>>,
 }
 
 impl Memo {
-    fn insert(&mut self, node: NodeKey, counters_id: u32) {
-        if let Some(&first) = self.first.get(&node) {
-            if first != counters_id {
-                self.more.entry(node).or_default().push(counters_id);
-            }
-        } else {
-            self.first.insert(node, counters_id);
+    /// Remembers that `node` fails when it used `failed` or more.
+    fn insert(&mut self, node: NodeKey, failed: u32, usages: &Usages) {
+        if failed == NOTHING_USED {
+            self.first.insert(node, failed);
+            self.more.remove(&node);
+            return;
+        }
+        let Some(first) = self.first.get_mut(&node) else {
+            self.first.insert(node, failed);
+            return;
+        };
+        if usages.within(*first, failed) {
+            return;
+        }
+        if usages.within(failed, *first) {
+            *first = failed;
+            return;
+        }
+        let more = self.more.entry(node).or_default();
+        if !more.iter().any(|&seen| usages.within(seen, failed)) {
+            more.push(failed);
         }
     }
 
-    /// Whether a node remembered as failed covers this one.
-    fn covers(&self, node: NodeKey, id: u32, counters: &[u32], sets: &CounterSets) -> bool {
-        let Some(&first) = self.first.get(&node) else {
-            return false;
-        };
-        let covered = |seen: u32| {
-            seen == id
-                || sets.sets[seen as usize]
-                    .iter()
-                    .zip(counters)
-                    .all(|(seen, now)| seen <= now)
-        };
-        covered(first)
-            || self
-                .more
-                .get(&node)
-                .is_some_and(|more| more.iter().copied().any(covered))
+    /// The usage of a remembered failure of `node` that this one, having
+    /// used `used`, reaches.
+    fn covers(&self, node: NodeKey, used: u32, usages: &Usages) -> Option<u32> {
+        let &first = self.first.get(&node)?;
+        let covered = |seen: &u32| usages.within(*seen, used);
+        if covered(&first) {
+            return Some(first);
+        }
+        self.more.get(&node)?.iter().copied().find(covered)
     }
 }
 
