@@ -1633,4 +1633,342 @@ mod tests {
         let back: Vec<Operation> = serde_json::from_value(json).expect("deserialize");
         assert_eq!(back, ops);
     }
+
+    /// xorshift64*: reproducible randomness for generated histories.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn percent(&mut self, p: u64) -> bool {
+            self.below(100) < p
+        }
+    }
+
+    /// How long a generated client waits before giving up, in microseconds.
+    const GIVE_UP_US: u64 = 5_000;
+
+    /// A history of `clients` clients doing `per_client` operations each on
+    /// `keys` keys against a real linearizable register per key: each
+    /// operation takes effect at one instant (within its interval when its
+    /// outcome is known) and its result is the register's then. About 5% of
+    /// the operations end unknown (half of them take effect, some after the
+    /// client gave up), 1% fail.
+    fn simulate(seed: u64, clients: usize, keys: u64, per_client: usize) -> Vec<Operation> {
+        let mut rng = Rng(seed);
+        // (operation, when it takes effect) with results still to fill in.
+        let mut planned: Vec<(Operation, Option<u64>)> = Vec::new();
+        for client in 0..clients {
+            let mut now_us = rng.below(1_000);
+            for seq in 0..per_client {
+                let invoked = now_us + rng.below(200);
+                let took_us = if rng.percent(1) {
+                    10_000 + rng.below(20_000)
+                } else {
+                    50 + rng.below(2_000)
+                };
+                let value = format!("c{client}-{seq}");
+                let action = match rng.below(100) {
+                    0..40 => get(None),
+                    40..65 => put(&value),
+                    65..75 => Action::Delete,
+                    _ => cas(None, &value, false),
+                };
+                let (outcome, returned, effect) = match rng.below(100) {
+                    0..5 => {
+                        let effect = rng.percent(50).then(|| invoked + rng.below(3 * GIVE_UP_US));
+                        (Outcome::Unknown, invoked + GIVE_UP_US, effect)
+                    }
+                    5 => (Outcome::Failed, invoked + took_us, None),
+                    _ => {
+                        let effect = invoked + rng.below(took_us + 1);
+                        (Outcome::Ok, invoked + took_us, Some(effect))
+                    }
+                };
+                now_us = returned;
+                let op = Operation {
+                    client,
+                    key: format!("k{}", rng.below(keys)),
+                    action,
+                    outcome,
+                    invoked: Duration::from_micros(invoked),
+                    returned: Duration::from_micros(returned),
+                };
+                planned.push((op, effect));
+            }
+        }
+        // Fill in results in the order operations take effect; one that
+        // never does decides its compare-and-swap's expected value at its
+        // invocation. A client expects what it last saw of the key.
+        let mut order: Vec<usize> = (0..planned.len()).collect();
+        order.sort_by_key(|&i| {
+            let (op, effect) = &planned[i];
+            (effect.map_or(op.invoked, Duration::from_micros), i)
+        });
+        let mut registers: HashMap<String, Option<String>> = HashMap::new();
+        let mut seen: HashMap<(usize, String), Option<String>> = HashMap::new();
+        for i in order {
+            let (op, effect) = &mut planned[i];
+            let register = registers.entry(op.key.clone()).or_default();
+            let seen = seen.entry((op.client, op.key.clone())).or_default();
+            let takes_effect = effect.is_some();
+            let saw = match &mut op.action {
+                Action::Get { value } => {
+                    *value = register.clone();
+                    Some(register.clone())
+                }
+                Action::Put { value } => {
+                    if takes_effect {
+                        *register = Some(value.clone());
+                    }
+                    Some(Some(value.clone()))
+                }
+                Action::Delete => {
+                    if takes_effect {
+                        *register = None;
+                    }
+                    Some(None)
+                }
+                Action::Cas {
+                    expected,
+                    value,
+                    succeeded,
+                } => {
+                    expected.clone_from(seen);
+                    *succeeded = takes_effect && register == expected;
+                    if *succeeded {
+                        *register = Some(value.clone());
+                    }
+                    succeeded.then(|| Some(value.clone()))
+                }
+            };
+            if op.outcome == Outcome::Ok
+                && let Some(saw) = saw
+            {
+                *seen = saw;
+            }
+        }
+        planned.into_iter().map(|(op, _)| op).collect()
+    }
+
+    /// Makes the last acknowledged get of `key` return a value overwritten
+    /// before it was invoked: an acknowledged write `w1` of that value, then
+    /// an acknowledged write `w2` invoked after `w1` returned, returned before
+    /// the get.
+    fn make_stale(ops: &mut [Operation], key: &str) {
+        let of_key = |op: &&Operation| op.key == key && op.outcome == Outcome::Ok;
+        let writes = |op: &&Operation| match &op.action {
+            Action::Put { .. } | Action::Delete => true,
+            Action::Cas { succeeded, .. } => *succeeded,
+            Action::Get { .. } => false,
+        };
+        let read = ops
+            .iter()
+            .rposition(|op| of_key(&op) && matches!(op.action, Action::Get { .. }))
+            .expect("a get");
+        let w2 = ops
+            .iter()
+            .filter(of_key)
+            .filter(writes)
+            .filter(|op| op.returned < ops[read].invoked)
+            .max_by_key(|op| op.returned)
+            .expect("a write before the get");
+        let stale = ops
+            .iter()
+            .filter(of_key)
+            .filter(|op| op.returned < w2.invoked)
+            .filter_map(|op| match &op.action {
+                Action::Put { value } => Some((op.returned, value)),
+                Action::Cas {
+                    value,
+                    succeeded: true,
+                    ..
+                } => Some((op.returned, value)),
+                _ => None,
+            })
+            .max()
+            .map(|(_, value)| value.clone())
+            .expect("a value written before that");
+        ops[read].action = get(Some(&stale));
+    }
+
+    #[test]
+    fn generated_linearizable_history_passes_and_a_stale_read_fails() {
+        let mut ops = simulate(0x5eed_1234, 9, 4, 560);
+        let count = |outcome| ops.iter().filter(|op| op.outcome == outcome).count();
+        let swapped = ops
+            .iter()
+            .filter(|op| {
+                op.outcome == Outcome::Ok
+                    && matches!(
+                        op.action,
+                        Action::Cas {
+                            succeeded: true,
+                            ..
+                        }
+                    )
+            })
+            .count();
+        println!(
+            "{} operations: {} unknown, {} failed, {swapped} swaps",
+            ops.len(),
+            count(Outcome::Unknown),
+            count(Outcome::Failed)
+        );
+        let report = check(&ops);
+        print!("{report}");
+        assert!(report.is_linearizable(), "{report}");
+        assert_eq!(report.keys.len(), 4);
+        for key in &report.keys {
+            // About one step per operation when nothing needs undoing.
+            assert!(
+                key.steps < 4 * key.operations as u64,
+                "{key}: the search wandered"
+            );
+        }
+
+        make_stale(&mut ops, "k0");
+        let report = check(&ops);
+        print!("{report}");
+        let violations: Vec<&str> = report.violations().map(|k| k.key.as_str()).collect();
+        assert_eq!(violations, ["k0"], "{report}");
+        assert_eq!(report.undecided().count(), 0, "{report}");
+        let k0 = report.key("k0").expect("key k0");
+        // Proving a violation means ruling out every order: far more steps,
+        // still far from the budget.
+        assert!(k0.steps < 1_000_000, "{k0}");
+    }
+
+    /// Whether some order of `ops` explains every result, by trying them
+    /// all: any operation may go next unless an operation of known outcome
+    /// that is still pending returned before it was invoked; unknown ones may
+    /// also never take effect.
+    fn brute_force(ops: &[Operation]) -> bool {
+        fn explore(ops: &[&Operation], done: &mut Vec<bool>, state: Option<String>) -> bool {
+            if (0..ops.len()).all(|i| done[i] || ops[i].outcome == Outcome::Unknown) {
+                return true;
+            }
+            for i in 0..ops.len() {
+                let blocked = done[i]
+                    || (0..ops.len()).any(|j| {
+                        !done[j]
+                            && ops[j].outcome == Outcome::Ok
+                            && ops[j].returned < ops[i].invoked
+                    });
+                if blocked {
+                    continue;
+                }
+                let known = ops[i].outcome == Outcome::Ok;
+                let next = match &ops[i].action {
+                    Action::Put { value } => Some(Some(value.clone())),
+                    Action::Delete => Some(None),
+                    Action::Get { value } => (*value == state).then(|| state.clone()),
+                    Action::Cas {
+                        expected,
+                        value,
+                        succeeded,
+                    } => {
+                        // An unknown one swaps or not, as the register says.
+                        let holds = *expected == state;
+                        let after = if holds {
+                            Some(value.clone())
+                        } else {
+                            state.clone()
+                        };
+                        (!known || holds == *succeeded).then_some(after)
+                    }
+                };
+                if let Some(next) = next {
+                    done[i] = true;
+                    if explore(ops, done, next) {
+                        return true;
+                    }
+                    done[i] = false;
+                }
+            }
+            false
+        }
+        let telling: Vec<&Operation> = ops
+            .iter()
+            .filter(|op| match op.outcome {
+                Outcome::Ok => true,
+                Outcome::Failed => false,
+                Outcome::Unknown => !matches!(op.action, Action::Get { .. }),
+            })
+            .collect();
+        explore(&telling, &mut vec![false; telling.len()], None)
+    }
+
+    /// A small history with random intervals, results and outcomes.
+    fn random_history(rng: &mut Rng, len: usize) -> Vec<Operation> {
+        // Reads name a value of the first half of the operations, or none.
+        let read = |rng: &mut Rng| {
+            let i = rng.below(len as u64 / 2 + 1);
+            (i < len as u64 / 2).then(|| format!("v{i}"))
+        };
+        (0..len)
+            .map(|i| {
+                let invoked = rng.below(20);
+                let returned = invoked + 1 + rng.below(8);
+                let value = format!("v{i}");
+                let action = match rng.below(4) {
+                    0 => put(&value),
+                    1 => Action::Get { value: read(rng) },
+                    2 => Action::Delete,
+                    _ => Action::Cas {
+                        expected: read(rng),
+                        value,
+                        succeeded: rng.percent(50),
+                    },
+                };
+                let outcome = match rng.below(10) {
+                    0..6 => Outcome::Ok,
+                    6..9 => Outcome::Unknown,
+                    _ => Outcome::Failed,
+                };
+                Operation {
+                    client: i,
+                    key: "k".to_string(),
+                    action,
+                    outcome,
+                    invoked: Duration::from_millis(invoked),
+                    returned: Duration::from_millis(returned),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn agrees_with_trying_every_order_on_small_histories() {
+        let mut rng = Rng(0x0b5e_55ed);
+        let (mut linearizable, mut not) = (0, 0);
+        for _ in 0..3000 {
+            let len = 3 + rng.below(5) as usize;
+            let ops = random_history(&mut rng, len);
+            let expected = brute_force(&ops);
+            let report = check(&ops);
+            assert_eq!(
+                report.is_linearizable(),
+                expected,
+                "{report}\nhistory:\n{}",
+                ops.iter().map(|op| format!("  {op}\n")).collect::<String>()
+            );
+            if expected {
+                linearizable += 1;
+            } else {
+                not += 1;
+            }
+        }
+        println!("{linearizable} linearizable, {not} not");
+        assert!(linearizable > 500 && not > 500, "{linearizable} vs {not}");
+    }
 }
