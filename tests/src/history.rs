@@ -71,11 +71,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::num::NonZeroUsize;
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -254,6 +256,25 @@ impl History {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Reads the operations of a saved history: a JSON object whose
+/// `operations` array holds [`Operation`]s. Other fields (a seed, a fault
+/// schedule) are ignored.
+pub fn load_operations(path: impl AsRef<Path>) -> anyhow::Result<Vec<Operation>> {
+    #[derive(Deserialize)]
+    struct Saved {
+        operations: Vec<Operation>,
+    }
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let saved: Saved = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "parse {} as a history (an object with an \"operations\" array)",
+            path.display()
+        )
+    })?;
+    Ok(saved.operations)
 }
 
 /// How much searching a check may do before it gives up as undecided.
@@ -1970,5 +1991,33 @@ mod tests {
         }
         println!("{linearizable} linearizable, {not} not");
         assert!(linearizable > 500 && not > 500, "{linearizable} vs {not}");
+    }
+
+    #[test]
+    fn a_saved_history_is_loaded_and_checked_again() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, put("b"), 2, Some(3)),
+            op(1, get(Some("a")), 4, Some(5)),
+        ];
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("history.json");
+        let saved = serde_json::json!({"seed": 7, "schedule": ["kill s1"], "operations": ops});
+        std::fs::write(&path, saved.to_string()).expect("write the history");
+        let loaded = load_operations(&path).expect("load the history");
+        assert_eq!(loaded, ops);
+        let report = check(&loaded);
+        assert_eq!(report.violations().count(), 1, "{report}");
+
+        let missing = dir.path().join("missing.json");
+        let err = load_operations(&missing).expect_err("no such file");
+        assert!(format!("{err:#}").contains("missing.json"), "{err:#}");
+        std::fs::write(&path, r#"{"seed": 7}"#).expect("write");
+        let err = load_operations(&path).expect_err("no operations");
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("history.json") && err.contains("operations"),
+            "{err}"
+        );
     }
 }
