@@ -50,6 +50,9 @@
 //!   is the earliest-invoked unused one (an earlier-invoked one can go
 //!   wherever a later one can). Unknown writes of a value that was read are
 //!   few, and are placed one by one.
+//! - A read of known outcome (a get, a refused compare-and-swap) that can go
+//!   now goes now, and nothing else is tried in its place: if any order from
+//!   here succeeds, the same order with that read moved to the front does.
 //! - An unknown operation takes effect only where it changes the register
 //!   and the very next operation needs that: one that depends on the register
 //!   (a get, a compare-and-swap) and, if it only reads, could not have gone
@@ -729,11 +732,14 @@ enum Found {
     Undecided,
 }
 
-/// Where a node of the search is in trying its moves: calls of known
-/// outcome by the entry list, then calls of unknown outcome by index, then
-/// the classes.
+/// Where a node of the search is in trying its moves: first a read that can
+/// go now (then nothing else), else calls of known outcome by the entry
+/// list, then calls of unknown outcome by index, then the classes.
 #[derive(Debug, Clone, Copy)]
 enum Cursor {
+    Read,
+    /// A read went and failed: so does the node.
+    Done,
     Entry(usize),
     Unknown(usize),
     Class(u8),
@@ -868,7 +874,7 @@ impl<'a> Search<'a> {
             via: None,
             prev_state: self.state,
             prev_used: self.used,
-            cursor: Cursor::Entry(self.next[self.head]),
+            cursor: Cursor::Read,
             frontier: Duration::MAX,
         }];
         // Per frame on the path, what its failure so far depends on having
@@ -920,7 +926,7 @@ impl<'a> Search<'a> {
                 via: Some(step),
                 prev_state,
                 prev_used,
-                cursor: Cursor::Entry(self.next[self.head]),
+                cursor: Cursor::Read,
                 frontier: Duration::MAX,
             });
             requires.resize(requires.len() + width, 0);
@@ -971,6 +977,14 @@ impl<'a> Search<'a> {
         let allowed = |effect: Effect| !after_unknown || effect.exploits(frame.prev_state);
         loop {
             match frame.cursor {
+                Cursor::Read => {
+                    frame.cursor = Cursor::Entry(self.next[self.head]);
+                    if let Some(read) = self.read_now(allowed) {
+                        frame.cursor = Cursor::Done;
+                        return Some((Move::Call(read), self.state));
+                    }
+                }
+                Cursor::Done => return None,
                 Cursor::Entry(e) => {
                     let Some(entry) = self.entries.get(e) else {
                         frame.cursor = Cursor::Unknown(self.register.required);
@@ -1041,6 +1055,27 @@ impl<'a> Search<'a> {
                 }
             }
         }
+    }
+
+    /// A pending read of known outcome (a get, a refused compare-and-swap)
+    /// that can go now. If any order from here succeeds, one that starts with
+    /// it does: moved to the front, it sees the same register, and every
+    /// operation it passes finds the frontier no earlier.
+    fn read_now(&self, allowed: impl Fn(Effect) -> bool) -> Option<usize> {
+        let mut e = self.next[self.head];
+        while let Some(entry) = self.entries.get(e)
+            && !entry.is_return
+        {
+            let effect = self.register.calls[entry.call].effect;
+            if matches!(effect, Effect::Read(_) | Effect::Refuse { .. })
+                && effect.apply(self.state).is_some()
+                && allowed(effect)
+            {
+                return Some(entry.call);
+            }
+            e = self.next[e];
+        }
+        None
     }
 
     /// Makes `step` take effect, leaving `state`.
