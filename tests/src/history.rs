@@ -289,9 +289,11 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Enough for histories of thousands of operations per key with dozens of
-    /// unknown outcomes; a search that needs more is a few seconds and
-    /// about a gigabyte of memory in.
+    /// Far more than histories of thousands of operations per key need, with
+    /// hundreds of unknown outcomes: about one step per operation when they
+    /// are linearizable, tens of thousands to prove a violation. Spending it
+    /// all takes tens of seconds in an optimised build and a few hundred
+    /// megabytes.
     pub const DEFAULT: Budget = Budget {
         steps_per_key: 20_000_000,
     };
@@ -418,8 +420,8 @@ impl KeyReport {
             return String::new();
         };
         let mut out = format!(
-            "key {:?} is not linearizable.\nlongest linear order found: {} steps, \
-             {} operations of known outcome left out; its last {}:\n",
+            "key {:?} is not linearizable.\nlongest linear order found: {} operations, \
+             {} of known outcome left out; its last {}:\n",
             self.key,
             longest_prefix.len(),
             left_out.len(),
