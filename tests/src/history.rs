@@ -41,8 +41,8 @@
 //!   compare-and-swap expected it) are told apart; any other value is one
 //!   opaque value, which no get returns and no compare-and-swap expects.
 //! - The search is done when every operation of known outcome took effect.
-//!   An unknown one never has to: it is applied only where it changes the
-//!   register, and it never bounds the frontier (its return is "never").
+//!   An unknown one never has to, and never bounds the frontier (its return
+//!   is "never").
 //! - Unknown operations with the same effect are interchangeable but for
 //!   their invocation times: puts of a value nobody read (the register becomes
 //!   opaque), deletes, and per expected value compare-and-swaps of a value
@@ -50,12 +50,23 @@
 //!   is the earliest-invoked unused one (an earlier-invoked one can go
 //!   wherever a later one can). Unknown writes of a value that was read are
 //!   few, and are placed one by one.
-//! - Operations of known outcome are tried first and unknown ones last, so an
-//!   unknown write is placed only where something needs it.
-//! - A node (operations done, register, class counters) from which the search
-//!   failed is remembered by a 128-bit Zobrist hash of the operations done and
-//!   the register, with its counters; a node with the same hash and counters
-//!   at least as high is not explored again. A hash collision could only
+//! - A read of known outcome (a get, a refused compare-and-swap) that can go
+//!   now goes now, and nothing else is tried in its place: if any order from
+//!   here succeeds, the same order with that read moved to the front does.
+//! - An unknown operation takes effect only where it changes the register
+//!   and the very next operation needs that: one that depends on the register
+//!   (a get, a compare-and-swap) and, if it only reads, could not have gone
+//!   before. Any order that explains the history can be rearranged into one
+//!   of that shape: an unknown write whose effect nobody looks at before the
+//!   next write can be dropped, and one followed by a read that works either
+//!   way can move after it. Operations of known outcome are tried first.
+//! - A node (operations of known outcome done, register, unknown operations
+//!   used) from which the search failed is remembered by a 128-bit Zobrist
+//!   hash of the first two, with the least usage its failure depends on:
+//!   what moves it could not try because the unknown operations they needed
+//!   were used up, and what its children's failures depended on. A node
+//!   reached again with at least that usage is not explored again; one that
+//!   failed whatever it used covers every usage. A hash collision could only
 //!   prune a branch (a false violation), never pass a history, and at 2^-128
 //!   per pair of nodes it does not happen.
 
@@ -63,11 +74,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::num::NonZeroUsize;
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -248,6 +261,25 @@ impl History {
     }
 }
 
+/// Reads the operations of a saved history: a JSON object whose
+/// `operations` array holds [`Operation`]s. Other fields (a seed, a fault
+/// schedule) are ignored.
+pub fn load_operations(path: impl AsRef<Path>) -> anyhow::Result<Vec<Operation>> {
+    #[derive(Deserialize)]
+    struct Saved {
+        operations: Vec<Operation>,
+    }
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let saved: Saved = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "parse {} as a history (an object with an \"operations\" array)",
+            path.display()
+        )
+    })?;
+    Ok(saved.operations)
+}
+
 /// How much searching a check may do before it gives up as undecided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -257,9 +289,11 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Enough for histories of thousands of operations per key with dozens of
-    /// unknown outcomes; a search that needs more is a few seconds and
-    /// about a gigabyte of memory in.
+    /// Far more than histories of thousands of operations per key need, with
+    /// hundreds of unknown outcomes: about one step per operation when they
+    /// are linearizable, tens of thousands to prove a violation. Spending it
+    /// all takes tens of seconds in an optimised build and a few hundred
+    /// megabytes.
     pub const DEFAULT: Budget = Budget {
         steps_per_key: 20_000_000,
     };
@@ -386,8 +420,8 @@ impl KeyReport {
             return String::new();
         };
         let mut out = format!(
-            "key {:?} is not linearizable.\nlongest linear order found: {} steps, \
-             {} operations of known outcome left out; its last {}:\n",
+            "key {:?} is not linearizable.\nlongest linear order found: {} operations, \
+             {} of known outcome left out; its last {}:\n",
             self.key,
             longest_prefix.len(),
             left_out.len(),
@@ -521,6 +555,18 @@ impl Effect {
             Effect::Read(value) => (value == state).then_some(state),
             Effect::Swap { expected, value } => (expected == state).then_some(value),
             Effect::Refuse { expected } => (expected != state).then_some(state),
+        }
+    }
+
+    /// Whether this effect, right after an unknown operation changed the
+    /// register from `before`, makes that operation worth having taken
+    /// effect: it depends on the register, and a read-only one was not
+    /// possible from `before` (else it can go first).
+    fn exploits(self, before: Value) -> bool {
+        match self {
+            Effect::Write(_) => false,
+            Effect::Read(_) | Effect::Refuse { .. } => self.apply(before).is_none(),
+            Effect::Swap { .. } => true,
         }
     }
 }
@@ -688,11 +734,14 @@ enum Found {
     Undecided,
 }
 
-/// Where a node of the search is in trying its moves: calls of known
-/// outcome by the entry list, then calls of unknown outcome by index, then
-/// the classes.
+/// Where a node of the search is in trying its moves: first a read that can
+/// go now (then nothing else), else calls of known outcome by the entry
+/// list, then calls of unknown outcome by index, then the classes.
 #[derive(Debug, Clone, Copy)]
 enum Cursor {
+    Read,
+    /// A read went and failed: so does the node.
+    Done,
     Entry(usize),
     Unknown(usize),
     Class(u8),
@@ -704,7 +753,7 @@ struct Frame {
     /// The move that led here (`None` at the root) and what it replaced.
     via: Option<Move>,
     prev_state: Value,
-    prev_counters: u32,
+    prev_used: u32,
     cursor: Cursor,
     /// The earliest return among the pending operations of known outcome:
     /// known once the entry list is walked.
@@ -735,15 +784,18 @@ struct Search<'a> {
     /// Entry index of each call's invocation and return.
     entry_of: Vec<(usize, usize)>,
     head: usize,
-    /// Which calls took effect, how many of known outcome are pending.
-    done: Vec<bool>,
+    /// How many calls of known outcome are pending.
     pending: usize,
     state: Value,
-    /// Per class, how many of its operations took effect (the first ones).
+    /// The operations of unknown outcome that took effect: per class how
+    /// many (the first ones), and which calls (a bitset); `used` numbers
+    /// the pair in `usages`.
     counters: Vec<u32>,
-    counters_id: u32,
-    counter_sets: CounterSets,
-    /// Zobrist hash of `done`: the xor of the codes of the calls done.
+    unknown_done: Vec<u64>,
+    used: u32,
+    usages: Usages,
+    /// Zobrist hash of the calls of known outcome done: the xor of their
+    /// codes.
     codes: Vec<u128>,
     hash: u128,
     memo: Memo,
@@ -785,12 +837,13 @@ impl<'a> Search<'a> {
             last = i;
         }
         let mut seed = 0x5eed_u64;
-        let codes = (0..register.calls.len())
+        let codes = (0..register.required)
             .map(|_| (u128::from(splitmix(&mut seed)) << 64) | u128::from(splitmix(&mut seed)))
             .collect();
-        let mut counter_sets = CounterSets::default();
         let counters = vec![0; register.classes.len()];
-        let counters_id = counter_sets.id(&counters);
+        let unknown_done = vec![0; (register.calls.len() - register.required).div_ceil(64)];
+        let mut usages = Usages::default();
+        let used = usages.id(&counters, &unknown_done);
         Search {
             register,
             entries,
@@ -798,12 +851,12 @@ impl<'a> Search<'a> {
             prev,
             entry_of,
             head,
-            done: vec![false; register.calls.len()],
             pending: register.required,
             state: ABSENT,
             counters,
-            counters_id,
-            counter_sets,
+            unknown_done,
+            used,
+            usages,
             codes,
             hash: 0,
             memo: Memo::default(),
@@ -822,38 +875,48 @@ impl<'a> Search<'a> {
         let mut path = vec![Frame {
             via: None,
             prev_state: self.state,
-            prev_counters: self.counters_id,
-            cursor: Cursor::Entry(self.next[self.head]),
+            prev_used: self.used,
+            cursor: Cursor::Read,
             frontier: Duration::MAX,
         }];
+        // Per frame on the path, what its failure so far depends on having
+        // been used: a usage such that the node fails whenever it used at
+        // least that much. All zero: it fails whatever it used.
+        let width = self.counters.len() + self.unknown_done.len();
+        let mut requires = vec![0; width];
         loop {
+            let depth = path.len() - 1;
             let frame = path.last_mut().expect("the root is popped last");
-            let Some((step, state)) = self.next_move(frame) else {
+            let Some((step, state)) = self.next_move(frame, &mut requires[depth * width..]) else {
                 // Every move from this node failed: remember it, backtrack.
                 let frame = path.pop().expect("the root is popped last");
                 let Some(via) = frame.via else {
                     return Found::Violation(std::mem::take(&mut self.longest));
                 };
-                self.memo.insert(self.node(), self.counters_id);
-                self.undo(via, frame.prev_state, frame.prev_counters);
+                let required = requires.split_off(depth * width);
+                // A node entered by an unknown operation tried only some
+                // moves: its failure says nothing of the node itself.
+                if !self.is_unknown(via) {
+                    let required = self.usages.intern(required.clone());
+                    self.memo.insert(self.node(), required, &self.usages);
+                }
+                self.undo(via, frame.prev_state, frame.prev_used);
+                self.require_back(&mut requires[(depth - 1) * width..], &required, via);
                 continue;
             };
             if self.steps == budget {
                 return Found::Undecided;
             }
             self.steps += 1;
-            let (prev_state, prev_counters) = (self.state, self.counters_id);
+            let (prev_state, prev_used) = (self.state, self.used);
             self.enter(step, state);
             if self.pending == 0 {
                 return Found::Linearizable;
             }
-            if self.memo.covers(
-                self.node(),
-                self.counters_id,
-                &self.counters,
-                &self.counter_sets,
-            ) {
-                self.undo(step, prev_state, prev_counters);
+            if let Some(failed) = self.memo.covers(self.node(), self.used, &self.usages) {
+                self.undo(step, prev_state, prev_used);
+                let failed = &self.usages.seen[failed as usize];
+                self.require_back(&mut requires[depth * width..], failed, step);
                 continue;
             }
             let done = self.register.required - self.pending;
@@ -864,10 +927,36 @@ impl<'a> Search<'a> {
             path.push(Frame {
                 via: Some(step),
                 prev_state,
-                prev_counters,
-                cursor: Cursor::Entry(self.next[self.head]),
+                prev_used,
+                cursor: Cursor::Read,
                 frontier: Duration::MAX,
             });
+            requires.resize(requires.len() + width, 0);
+        }
+    }
+
+    /// Adds to a node's requirement `parent` what its child by `step` needed
+    /// (`child`): the usage the parent needs for `step` to lead there.
+    fn require_back(&self, parent: &mut [u64], child: &[u64], step: Move) {
+        let classes = self.counters.len();
+        for (i, (parent, &child)) in parent.iter_mut().zip(child).enumerate() {
+            let child = match step {
+                Move::Class(class) if class == i => child.saturating_sub(1),
+                Move::Call(call) if call >= self.register.required => {
+                    let bit = call - self.register.required;
+                    if i == classes + bit / 64 {
+                        child & !(1 << (bit % 64))
+                    } else {
+                        child
+                    }
+                }
+                _ => child,
+            };
+            if i < classes {
+                *parent = (*parent).max(child);
+            } else {
+                *parent |= child;
+            }
         }
     }
 
@@ -881,10 +970,23 @@ impl<'a> Search<'a> {
     /// register (one that changes nothing is as good as never taking effect).
     /// A class offers its first unused operation: an earlier-invoked one can
     /// go wherever a later one can, with the same effect.
-    fn next_move(&self, frame: &mut Frame) -> Option<(Move, Value)> {
+    ///
+    /// A move not tried for want of unknown operations (used already) adds
+    /// what it wanted to `requires`.
+    fn next_move(&self, frame: &mut Frame, requires: &mut [u64]) -> Option<(Move, Value)> {
         let calls = &self.register.calls;
+        let after_unknown = frame.via.is_some_and(|via| self.is_unknown(via));
+        let allowed = |effect: Effect| !after_unknown || effect.exploits(frame.prev_state);
         loop {
             match frame.cursor {
+                Cursor::Read => {
+                    frame.cursor = Cursor::Entry(self.next[self.head]);
+                    if let Some(read) = self.read_now(allowed) {
+                        frame.cursor = Cursor::Done;
+                        return Some((Move::Call(read), self.state));
+                    }
+                }
+                Cursor::Done => return None,
                 Cursor::Entry(e) => {
                     let Some(entry) = self.entries.get(e) else {
                         frame.cursor = Cursor::Unknown(self.register.required);
@@ -896,7 +998,10 @@ impl<'a> Search<'a> {
                         continue;
                     }
                     frame.cursor = Cursor::Entry(self.next[e]);
-                    if let Some(state) = calls[entry.call].effect.apply(self.state) {
+                    let effect = calls[entry.call].effect;
+                    if let Some(state) = effect.apply(self.state)
+                        && allowed(effect)
+                    {
                         return Some((Move::Call(entry.call), state));
                     }
                 }
@@ -907,10 +1012,15 @@ impl<'a> Search<'a> {
                     };
                     frame.cursor = Cursor::Unknown(i + 1);
                     if let Some(state) = call.effect.apply(self.state)
-                        && !self.done[i]
                         && state != self.state
+                        && allowed(call.effect)
                     {
-                        return Some((Move::Call(i), state));
+                        if !self.is_unknown_done(i) {
+                            return Some((Move::Call(i), state));
+                        }
+                        // Had it not been used already, it could go here.
+                        let bit = i - self.register.required;
+                        requires[self.counters.len() + bit / 64] |= 1 << (bit % 64);
                     }
                 }
                 Cursor::Class(stage) => {
@@ -928,54 +1038,100 @@ impl<'a> Search<'a> {
                     let class_ops = &self.register.classes[class];
                     if let Some(state) = class_ops.effect.apply(self.state)
                         && state != self.state
-                        && class_ops
+                        && allowed(class_ops.effect)
+                    {
+                        if class_ops
                             .invoked
                             .get(used)
                             .is_some_and(|&invoked| invoked <= frame.frontier)
-                    {
-                        return Some((Move::Class(class), state));
+                        {
+                            return Some((Move::Class(class), state));
+                        }
+                        // Had fewer than all those invoked been used, one
+                        // could go here.
+                        let invoked = class_ops
+                            .invoked
+                            .partition_point(|&invoked| invoked <= frame.frontier);
+                        requires[class] = requires[class].max(invoked as u64);
                     }
                 }
             }
         }
     }
 
+    /// A pending read of known outcome (a get, a refused compare-and-swap)
+    /// that can go now. If any order from here succeeds, one that starts with
+    /// it does: moved to the front, it sees the same register, and every
+    /// operation it passes finds the frontier no earlier.
+    fn read_now(&self, allowed: impl Fn(Effect) -> bool) -> Option<usize> {
+        let mut e = self.next[self.head];
+        while let Some(entry) = self.entries.get(e)
+            && !entry.is_return
+        {
+            let effect = self.register.calls[entry.call].effect;
+            if matches!(effect, Effect::Read(_) | Effect::Refuse { .. })
+                && effect.apply(self.state).is_some()
+                && allowed(effect)
+            {
+                return Some(entry.call);
+            }
+            e = self.next[e];
+        }
+        None
+    }
+
     /// Makes `step` take effect, leaving `state`.
     fn enter(&mut self, step: Move, state: Value) {
         match step {
-            Move::Call(call) => {
-                self.done[call] = true;
+            Move::Call(call) if call < self.register.required => {
                 self.hash ^= self.codes[call];
-                if call < self.register.required {
-                    self.lift(call);
-                    self.pending -= 1;
-                }
+                self.lift(call);
+                self.pending -= 1;
+            }
+            Move::Call(call) => {
+                let i = call - self.register.required;
+                self.unknown_done[i / 64] |= 1 << (i % 64);
+                self.used = self.usages.id(&self.counters, &self.unknown_done);
             }
             Move::Class(class) => {
                 self.counters[class] += 1;
-                self.counters_id = self.counter_sets.id(&self.counters);
+                self.used = self.usages.id(&self.counters, &self.unknown_done);
             }
         }
         self.state = state;
     }
 
     /// Takes `step` back.
-    fn undo(&mut self, step: Move, state: Value, counters_id: u32) {
+    fn undo(&mut self, step: Move, state: Value, used: u32) {
         match step {
-            Move::Call(call) => {
-                self.done[call] = false;
+            Move::Call(call) if call < self.register.required => {
                 self.hash ^= self.codes[call];
-                if call < self.register.required {
-                    self.unlift(call);
-                    self.pending += 1;
-                }
+                self.unlift(call);
+                self.pending += 1;
+            }
+            Move::Call(call) => {
+                let i = call - self.register.required;
+                self.unknown_done[i / 64] &= !(1 << (i % 64));
+                self.used = used;
             }
             Move::Class(class) => {
                 self.counters[class] -= 1;
-                self.counters_id = counters_id;
+                self.used = used;
             }
         }
         self.state = state;
+    }
+
+    fn is_unknown(&self, step: Move) -> bool {
+        match step {
+            Move::Call(call) => call >= self.register.required,
+            Move::Class(_) => true,
+        }
+    }
+
+    fn is_unknown_done(&self, call: usize) -> bool {
+        let i = call - self.register.required;
+        self.unknown_done[i / 64] & (1 << (i % 64)) != 0
     }
 
     fn lift(&mut self, call: usize) {
@@ -1002,8 +1158,8 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// The current node but for the class counters: the calls done and the
-    /// register.
+    /// The current node but for the unknown operations used: the calls of
+    /// known outcome done and the register.
     fn node(&self) -> NodeKey {
         let node = self.hash ^ state_code(self.state);
         NodeKey((node >> 64) as u64, node as u64)
@@ -1024,22 +1180,50 @@ fn state_code(state: Value) -> u128 {
     (u128::from(splitmix(&mut seed)) << 64) | u128::from(splitmix(&mut seed))
 }
 
-/// The class counters seen so far, each set numbered once.
+/// The usage of nothing: the first one numbered.
+const NOTHING_USED: u32 = 0;
+
+/// The usages of unknown operations seen so far, each numbered once: the
+/// class counters, then the bitset of calls of unknown outcome done.
 #[derive(Debug, Default)]
-struct CounterSets {
-    ids: HashMap<Vec<u32>, u32>,
-    sets: Vec<Vec<u32>>,
+struct Usages {
+    ids: HashMap<Vec<u64>, u32>,
+    seen: Vec<Vec<u64>>,
+    classes: usize,
 }
 
-impl CounterSets {
-    fn id(&mut self, counters: &[u32]) -> u32 {
-        if let Some(&id) = self.ids.get(counters) {
+impl Usages {
+    fn id(&mut self, counters: &[u32], unknown_done: &[u64]) -> u32 {
+        self.classes = counters.len();
+        let usage: Vec<u64> = counters
+            .iter()
+            .map(|&c| u64::from(c))
+            .chain(unknown_done.iter().copied())
+            .collect();
+        self.intern(usage)
+    }
+
+    fn intern(&mut self, usage: Vec<u64>) -> u32 {
+        if let Some(&id) = self.ids.get(&usage) {
             return id;
         }
-        let id = u32::try_from(self.sets.len()).expect("fewer counter sets than u32");
-        self.sets.push(counters.to_vec());
-        self.ids.insert(counters.to_vec(), id);
+        let id = u32::try_from(self.seen.len()).expect("fewer usages than u32");
+        self.seen.push(usage.clone());
+        self.ids.insert(usage, id);
         id
+    }
+
+    /// Whether usage `a` uses no more than usage `b`: no more of each class,
+    /// no call that `b` did not.
+    fn within(&self, a: u32, b: u32) -> bool {
+        if a == b || a == NOTHING_USED {
+            return true;
+        }
+        let (a, b) = (&self.seen[a as usize], &self.seen[b as usize]);
+        let (a_classes, a_calls) = a.split_at(self.classes);
+        let (b_classes, b_calls) = b.split_at(self.classes);
+        a_classes.iter().zip(b_classes).all(|(a, b)| a <= b)
+            && a_calls.iter().zip(b_calls).all(|(a, b)| a & !b == 0)
     }
 }
 
@@ -1073,45 +1257,53 @@ impl Hasher for PreHashed {
     }
 }
 
-/// The nodes from which no move succeeded. A node with the same calls done
-/// and register, and at least as many operations of each class used, cannot
-/// succeed either: whatever it could do, the remembered node could do with
-/// earlier-invoked operations of the same classes.
+/// The nodes from which no move succeeded, each with the usage its failure
+/// depends on: the node fails whenever it used at least that much (as many
+/// operations of each class, at least the same calls of unknown outcome).
+/// A node that used less may still succeed, with the unknown operations it
+/// has left; with earlier-invoked operations of a class, it can do whatever
+/// a node that used more can.
 #[derive(Debug, Default)]
 struct Memo {
-    /// The first counter set remembered per node, then any others.
+    /// The first usage remembered per node, then any others.
     first: HashMap<NodeKey, u32, BuildHasherDefault<PreHashed>>,
     more: HashMap<NodeKey, Vec<u32>, BuildHasherDefault<PreHashed>>,
 }
 
 impl Memo {
-    fn insert(&mut self, node: NodeKey, counters_id: u32) {
-        if let Some(&first) = self.first.get(&node) {
-            if first != counters_id {
-                self.more.entry(node).or_default().push(counters_id);
-            }
-        } else {
-            self.first.insert(node, counters_id);
+    /// Remembers that `node` fails when it used `failed` or more.
+    fn insert(&mut self, node: NodeKey, failed: u32, usages: &Usages) {
+        if failed == NOTHING_USED {
+            self.first.insert(node, failed);
+            self.more.remove(&node);
+            return;
+        }
+        let Some(first) = self.first.get_mut(&node) else {
+            self.first.insert(node, failed);
+            return;
+        };
+        if usages.within(*first, failed) {
+            return;
+        }
+        if usages.within(failed, *first) {
+            *first = failed;
+            return;
+        }
+        let more = self.more.entry(node).or_default();
+        if !more.iter().any(|&seen| usages.within(seen, failed)) {
+            more.push(failed);
         }
     }
 
-    /// Whether a node remembered as failed covers this one.
-    fn covers(&self, node: NodeKey, id: u32, counters: &[u32], sets: &CounterSets) -> bool {
-        let Some(&first) = self.first.get(&node) else {
-            return false;
-        };
-        let covered = |seen: u32| {
-            seen == id
-                || sets.sets[seen as usize]
-                    .iter()
-                    .zip(counters)
-                    .all(|(seen, now)| seen <= now)
-        };
-        covered(first)
-            || self
-                .more
-                .get(&node)
-                .is_some_and(|more| more.iter().copied().any(covered))
+    /// The usage of a remembered failure of `node` that this one, having
+    /// used `used`, reaches.
+    fn covers(&self, node: NodeKey, used: u32, usages: &Usages) -> Option<u32> {
+        let &first = self.first.get(&node)?;
+        let covered = |seen: &u32| usages.within(*seen, used);
+        if covered(&first) {
+            return Some(first);
+        }
+        self.more.get(&node)?.iter().copied().find(covered)
     }
 }
 
@@ -1498,5 +1690,371 @@ mod tests {
         assert_eq!(json[3]["action"]["type"], "cas");
         let back: Vec<Operation> = serde_json::from_value(json).expect("deserialize");
         assert_eq!(back, ops);
+    }
+
+    /// xorshift64*: reproducible randomness for generated histories.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn percent(&mut self, p: u64) -> bool {
+            self.below(100) < p
+        }
+    }
+
+    /// How long a generated client waits before giving up, in microseconds.
+    const GIVE_UP_US: u64 = 5_000;
+
+    /// A history of `clients` clients doing `per_client` operations each on
+    /// `keys` keys against a real linearizable register per key: each
+    /// operation takes effect at one instant (within its interval when its
+    /// outcome is known) and its result is the register's then. About 5% of
+    /// the operations end unknown (half of them take effect, some after the
+    /// client gave up), 1% fail.
+    fn simulate(seed: u64, clients: usize, keys: u64, per_client: usize) -> Vec<Operation> {
+        let mut rng = Rng(seed);
+        // (operation, when it takes effect) with results still to fill in.
+        let mut planned: Vec<(Operation, Option<u64>)> = Vec::new();
+        for client in 0..clients {
+            let mut now_us = rng.below(1_000);
+            for seq in 0..per_client {
+                let invoked = now_us + rng.below(200);
+                let took_us = if rng.percent(1) {
+                    10_000 + rng.below(20_000)
+                } else {
+                    50 + rng.below(2_000)
+                };
+                let value = format!("c{client}-{seq}");
+                let action = match rng.below(100) {
+                    0..40 => get(None),
+                    40..65 => put(&value),
+                    65..75 => Action::Delete,
+                    _ => cas(None, &value, false),
+                };
+                let (outcome, returned, effect) = match rng.below(100) {
+                    0..5 => {
+                        let effect = rng.percent(50).then(|| invoked + rng.below(3 * GIVE_UP_US));
+                        (Outcome::Unknown, invoked + GIVE_UP_US, effect)
+                    }
+                    5 => (Outcome::Failed, invoked + took_us, None),
+                    _ => {
+                        let effect = invoked + rng.below(took_us + 1);
+                        (Outcome::Ok, invoked + took_us, Some(effect))
+                    }
+                };
+                now_us = returned;
+                let op = Operation {
+                    client,
+                    key: format!("k{}", rng.below(keys)),
+                    action,
+                    outcome,
+                    invoked: Duration::from_micros(invoked),
+                    returned: Duration::from_micros(returned),
+                };
+                planned.push((op, effect));
+            }
+        }
+        // Fill in results in the order operations take effect; one that
+        // never does decides its compare-and-swap's expected value at its
+        // invocation. A client expects what it last saw of the key.
+        let mut order: Vec<usize> = (0..planned.len()).collect();
+        order.sort_by_key(|&i| {
+            let (op, effect) = &planned[i];
+            (effect.map_or(op.invoked, Duration::from_micros), i)
+        });
+        let mut registers: HashMap<String, Option<String>> = HashMap::new();
+        let mut seen: HashMap<(usize, String), Option<String>> = HashMap::new();
+        for i in order {
+            let (op, effect) = &mut planned[i];
+            let register = registers.entry(op.key.clone()).or_default();
+            let seen = seen.entry((op.client, op.key.clone())).or_default();
+            let takes_effect = effect.is_some();
+            let saw = match &mut op.action {
+                Action::Get { value } => {
+                    *value = register.clone();
+                    Some(register.clone())
+                }
+                Action::Put { value } => {
+                    if takes_effect {
+                        *register = Some(value.clone());
+                    }
+                    Some(Some(value.clone()))
+                }
+                Action::Delete => {
+                    if takes_effect {
+                        *register = None;
+                    }
+                    Some(None)
+                }
+                Action::Cas {
+                    expected,
+                    value,
+                    succeeded,
+                } => {
+                    expected.clone_from(seen);
+                    *succeeded = takes_effect && register == expected;
+                    if *succeeded {
+                        *register = Some(value.clone());
+                    }
+                    succeeded.then(|| Some(value.clone()))
+                }
+            };
+            if op.outcome == Outcome::Ok
+                && let Some(saw) = saw
+            {
+                *seen = saw;
+            }
+        }
+        planned.into_iter().map(|(op, _)| op).collect()
+    }
+
+    /// Makes the last acknowledged get of `key` return a value overwritten
+    /// before it was invoked: an acknowledged write `w1` of that value, then
+    /// an acknowledged write `w2` invoked after `w1` returned, returned before
+    /// the get.
+    fn make_stale(ops: &mut [Operation], key: &str) {
+        let of_key = |op: &&Operation| op.key == key && op.outcome == Outcome::Ok;
+        let writes = |op: &&Operation| match &op.action {
+            Action::Put { .. } | Action::Delete => true,
+            Action::Cas { succeeded, .. } => *succeeded,
+            Action::Get { .. } => false,
+        };
+        let read = ops
+            .iter()
+            .rposition(|op| of_key(&op) && matches!(op.action, Action::Get { .. }))
+            .expect("a get");
+        let w2 = ops
+            .iter()
+            .filter(of_key)
+            .filter(writes)
+            .filter(|op| op.returned < ops[read].invoked)
+            .max_by_key(|op| op.returned)
+            .expect("a write before the get");
+        let stale = ops
+            .iter()
+            .filter(of_key)
+            .filter(|op| op.returned < w2.invoked)
+            .filter_map(|op| match &op.action {
+                Action::Put { value } => Some((op.returned, value)),
+                Action::Cas {
+                    value,
+                    succeeded: true,
+                    ..
+                } => Some((op.returned, value)),
+                _ => None,
+            })
+            .max()
+            .map(|(_, value)| value.clone())
+            .expect("a value written before that");
+        ops[read].action = get(Some(&stale));
+    }
+
+    #[test]
+    fn generated_linearizable_history_passes_and_a_stale_read_fails() {
+        let mut ops = simulate(0x5eed_1234, 9, 4, 560);
+        let count = |outcome| ops.iter().filter(|op| op.outcome == outcome).count();
+        let swapped = ops
+            .iter()
+            .filter(|op| {
+                op.outcome == Outcome::Ok
+                    && matches!(
+                        op.action,
+                        Action::Cas {
+                            succeeded: true,
+                            ..
+                        }
+                    )
+            })
+            .count();
+        println!(
+            "{} operations: {} unknown, {} failed, {swapped} swaps",
+            ops.len(),
+            count(Outcome::Unknown),
+            count(Outcome::Failed)
+        );
+        let report = check(&ops);
+        print!("{report}");
+        assert!(report.is_linearizable(), "{report}");
+        assert_eq!(report.keys.len(), 4);
+        for key in &report.keys {
+            // About one step per operation when nothing needs undoing.
+            assert!(
+                key.steps < 4 * key.operations as u64,
+                "{key}: the search wandered"
+            );
+        }
+
+        make_stale(&mut ops, "k0");
+        let report = check(&ops);
+        print!("{report}");
+        let violations: Vec<&str> = report.violations().map(|k| k.key.as_str()).collect();
+        assert_eq!(violations, ["k0"], "{report}");
+        assert_eq!(report.undecided().count(), 0, "{report}");
+        let k0 = report.key("k0").expect("key k0");
+        // Proving a violation means ruling out every order: far more steps,
+        // still far from the budget.
+        assert!(k0.steps < 1_000_000, "{k0}");
+    }
+
+    /// Whether some order of `ops` explains every result, by trying them
+    /// all: any operation may go next unless an operation of known outcome
+    /// that is still pending returned before it was invoked; unknown ones may
+    /// also never take effect.
+    fn brute_force(ops: &[Operation]) -> bool {
+        fn explore(ops: &[&Operation], done: &mut Vec<bool>, state: Option<String>) -> bool {
+            if (0..ops.len()).all(|i| done[i] || ops[i].outcome == Outcome::Unknown) {
+                return true;
+            }
+            for i in 0..ops.len() {
+                let blocked = done[i]
+                    || (0..ops.len()).any(|j| {
+                        !done[j]
+                            && ops[j].outcome == Outcome::Ok
+                            && ops[j].returned < ops[i].invoked
+                    });
+                if blocked {
+                    continue;
+                }
+                let known = ops[i].outcome == Outcome::Ok;
+                let next = match &ops[i].action {
+                    Action::Put { value } => Some(Some(value.clone())),
+                    Action::Delete => Some(None),
+                    Action::Get { value } => (*value == state).then(|| state.clone()),
+                    Action::Cas {
+                        expected,
+                        value,
+                        succeeded,
+                    } => {
+                        // An unknown one swaps or not, as the register says.
+                        let holds = *expected == state;
+                        let after = if holds {
+                            Some(value.clone())
+                        } else {
+                            state.clone()
+                        };
+                        (!known || holds == *succeeded).then_some(after)
+                    }
+                };
+                if let Some(next) = next {
+                    done[i] = true;
+                    if explore(ops, done, next) {
+                        return true;
+                    }
+                    done[i] = false;
+                }
+            }
+            false
+        }
+        let telling: Vec<&Operation> = ops
+            .iter()
+            .filter(|op| match op.outcome {
+                Outcome::Ok => true,
+                Outcome::Failed => false,
+                Outcome::Unknown => !matches!(op.action, Action::Get { .. }),
+            })
+            .collect();
+        explore(&telling, &mut vec![false; telling.len()], None)
+    }
+
+    /// A small history with random intervals, results and outcomes.
+    fn random_history(rng: &mut Rng, len: usize) -> Vec<Operation> {
+        // Reads name a value of the first half of the operations, or none.
+        let read = |rng: &mut Rng| {
+            let i = rng.below(len as u64 / 2 + 1);
+            (i < len as u64 / 2).then(|| format!("v{i}"))
+        };
+        (0..len)
+            .map(|i| {
+                let invoked = rng.below(20);
+                let returned = invoked + 1 + rng.below(8);
+                let value = format!("v{i}");
+                let action = match rng.below(4) {
+                    0 => put(&value),
+                    1 => Action::Get { value: read(rng) },
+                    2 => Action::Delete,
+                    _ => Action::Cas {
+                        expected: read(rng),
+                        value,
+                        succeeded: rng.percent(50),
+                    },
+                };
+                let outcome = match rng.below(10) {
+                    0..6 => Outcome::Ok,
+                    6..9 => Outcome::Unknown,
+                    _ => Outcome::Failed,
+                };
+                Operation {
+                    client: i,
+                    key: "k".to_string(),
+                    action,
+                    outcome,
+                    invoked: Duration::from_millis(invoked),
+                    returned: Duration::from_millis(returned),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn agrees_with_trying_every_order_on_small_histories() {
+        let mut rng = Rng(0x0b5e_55ed);
+        let (mut linearizable, mut not) = (0, 0);
+        for _ in 0..3000 {
+            let len = 3 + rng.below(5) as usize;
+            let ops = random_history(&mut rng, len);
+            let expected = brute_force(&ops);
+            let report = check(&ops);
+            assert_eq!(
+                report.is_linearizable(),
+                expected,
+                "{report}\nhistory:\n{}",
+                ops.iter().map(|op| format!("  {op}\n")).collect::<String>()
+            );
+            if expected {
+                linearizable += 1;
+            } else {
+                not += 1;
+            }
+        }
+        println!("{linearizable} linearizable, {not} not");
+        assert!(linearizable > 500 && not > 500, "{linearizable} vs {not}");
+    }
+
+    #[test]
+    fn a_saved_history_is_loaded_and_checked_again() {
+        let ops = vec![
+            op(0, put("a"), 0, Some(1)),
+            op(0, put("b"), 2, Some(3)),
+            op(1, get(Some("a")), 4, Some(5)),
+        ];
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("history.json");
+        let saved = serde_json::json!({"seed": 7, "schedule": ["kill s1"], "operations": ops});
+        std::fs::write(&path, saved.to_string()).expect("write the history");
+        let loaded = load_operations(&path).expect("load the history");
+        assert_eq!(loaded, ops);
+        let report = check(&loaded);
+        assert_eq!(report.violations().count(), 1, "{report}");
+
+        let missing = dir.path().join("missing.json");
+        let err = load_operations(&missing).expect_err("no such file");
+        assert!(format!("{err:#}").contains("missing.json"), "{err:#}");
+        std::fs::write(&path, r#"{"seed": 7}"#).expect("write");
+        let err = load_operations(&path).expect_err("no operations");
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("history.json") && err.contains("operations"),
+            "{err}"
+        );
     }
 }
