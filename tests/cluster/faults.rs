@@ -21,7 +21,9 @@ fn config(nemesis: Nemesis) -> RunConfig {
         .unwrap_or_else(faults::random_seed);
     let seconds = std::env::var("SKIFF_FAULT_SECONDS")
         .ok()
-        .map_or(SECONDS, |s| s.parse().expect("SKIFF_FAULT_SECONDS is a number"));
+        .map_or(SECONDS, |s| {
+            s.parse().expect("SKIFF_FAULT_SECONDS is a number")
+        });
     RunConfig::new(nemesis, seed, Duration::from_secs(seconds))
 }
 
@@ -36,7 +38,10 @@ async fn assert_passes(config: RunConfig) -> RunReport {
         report.config.seed
     );
     let (ok, _, _) = report.outcomes();
-    assert!(ok >= 500, "only {ok} completed operations: too few to check anything");
+    assert!(
+        ok >= 500,
+        "only {ok} completed operations: too few to check anything"
+    );
     assert!(!report.injected.is_empty(), "no fault was injected");
     assert!(
         report.watch.reference_events >= 100,
@@ -103,8 +108,14 @@ async fn an_isolated_member_loses_its_peers_but_not_its_clients() {
     )
     .await;
     // Still reachable by clients: it answers Status, from its own view.
-    let status = cluster.status(old).await.expect("the isolated member answers");
-    assert_eq!(status.header.expect("header").member_id, cluster.member_id(old));
+    let status = cluster
+        .status(old)
+        .await
+        .expect("the isolated member answers");
+    assert_eq!(
+        status.header.expect("header").member_id,
+        cluster.member_id(old)
+    );
     let read = cluster
         .client(old)
         .range(RangeRequest {

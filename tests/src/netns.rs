@@ -56,8 +56,7 @@ impl Network {
             (1..=200).contains(&members),
             "a network holds 1 to 200 members"
         );
-        std::fs::create_dir_all(OWNERS_DIR)
-            .unwrap_or_else(|e| panic!("create {OWNERS_DIR}: {e}"));
+        std::fs::create_dir_all(OWNERS_DIR).unwrap_or_else(|e| panic!("create {OWNERS_DIR}: {e}"));
         sweep_abandoned();
         for number in 0..=NETWORKS {
             let owner_file = Path::new(OWNERS_DIR).join(number.to_string());
@@ -117,7 +116,15 @@ impl Network {
         std::fs::write(&rules_file, rules)
             .unwrap_or_else(|e| panic!("write {}: {e}", rules_file.display()));
         let file = rules_file.display().to_string();
-        run(&["ip", "netns", "exec", &self.namespace(i), "nft", "-f", &file]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.namespace(i),
+            "nft",
+            "-f",
+            &file,
+        ]);
         let _ = std::fs::remove_file(&rules_file);
     }
 
@@ -187,7 +194,9 @@ impl Network {
             run(&[
                 "ip", "netns", "exec", &ns, "ip", "addr", "add", &ip, "dev", "eth0",
             ]);
-            run(&["ip", "netns", "exec", &ns, "ip", "link", "set", "eth0", "up"]);
+            run(&[
+                "ip", "netns", "exec", &ns, "ip", "link", "set", "eth0", "up",
+            ]);
         }
     }
 

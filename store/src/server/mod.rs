@@ -350,7 +350,9 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
     }
 
     if config.unsafe_skip_read_index {
-        tracing::warn!("--unsafe-skip-read-index: linearizable reads are answered from local state and may be stale");
+        tracing::warn!(
+            "--unsafe-skip-read-index: linearizable reads are answered from local state and may be stale"
+        );
     }
     let member = Arc::new(Member {
         id,

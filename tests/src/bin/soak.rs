@@ -32,10 +32,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
     };
     let mut args = args.peekable();
     while let Some(flag) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match flag.as_str() {
             "--runs" => {
                 options.runs = value("--runs")?
@@ -130,7 +127,10 @@ async fn main() -> ExitCode {
         .map(|(kind, n)| format!("{n} {kind}"))
         .collect();
     println!("soak summary");
-    println!("  runs:                {} ({} passed)", totals.runs, totals.passed);
+    println!(
+        "  runs:                {} ({} passed)",
+        totals.runs, totals.passed
+    );
     println!(
         "  operations checked:  {} ({} ok, {} unknown)",
         totals.operations, totals.ok, totals.unknown

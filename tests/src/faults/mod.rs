@@ -195,7 +195,7 @@ pub async fn run(config: RunConfig) -> RunReport {
                 id: member * config.clients_per_member + c,
                 kv: cluster.client(member),
                 history: Arc::clone(&history),
-                rng: Rng::new(seeds.next()),
+                rng: Rng::new(seeds.next_u64()),
                 prefix: PREFIX.to_string(),
                 keys: config.keys,
             };
@@ -235,8 +235,7 @@ pub async fn run(config: RunConfig) -> RunReport {
         let watcher = watcher::Watcher::new(members, channels, 0, PREFIX);
         let stream = Arc::clone(&watcher.stream);
         let _ = tokio::time::timeout(CATCH_UP_TIMEOUT, watcher.run(until_rx)).await;
-        let events = stream.lock().expect("watch stream lock").events.clone();
-        events
+        stream.lock().expect("watch stream lock").events.clone()
     };
     drop(until_tx);
 
@@ -337,7 +336,7 @@ async fn final_reads(cluster: &Cluster, history: &History, keys: u64) -> i64 {
         let mut kv = cluster.client(i);
         for k in 0..keys {
             let key = workload::key(PREFIX, k);
-            let (value, header_revision) = wait_for(
+            let (_, header_revision) = wait_for(
                 format!("a linearizable read of {key} from {}", cluster.name(i)),
                 HEAL_TIMEOUT,
                 async || {
@@ -355,12 +354,18 @@ async fn final_reads(cluster: &Cluster, history: &History, keys: u64) -> i64 {
                         .kvs
                         .first()
                         .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-                    history.ok(1000 + i, &key, Action::Get { value: value.clone() }, invoked);
+                    history.ok(
+                        1000 + i,
+                        &key,
+                        Action::Get {
+                            value: value.clone(),
+                        },
+                        invoked,
+                    );
                     Ok::<_, String>((value, response.header.map_or(0, |h| h.revision)))
                 },
             )
             .await;
-            let _ = value;
             revision = revision.max(header_revision);
         }
     }

@@ -162,7 +162,7 @@ impl fmt::Display for InjectedFault {
 /// Faults planned to fill `duration`: calm 0.5-1.5 s, then a fault held
 /// 1.5-4 s (longer than an election timeout, so that a leader is replaced).
 pub fn plan(nemesis: Nemesis, seed: u64, duration: Duration) -> Vec<PlannedFault> {
-    let mut rng = Rng::new(seed ^ 0x6e65_6d65_7369_73);
+    let mut rng = Rng::new(seed ^ 0x006e_656d_6573_6973);
     let mut planned = Vec::new();
     let mut total = 0;
     let budget = duration.as_millis() as u64;
@@ -173,7 +173,7 @@ pub fn plan(nemesis: Nemesis, seed: u64, duration: Duration) -> Vec<PlannedFault
             kind: kinds[rng.below(kinds.len() as u64) as usize],
             target: [Target::Leader, Target::Follower, Target::Random][rng.below(3) as usize],
             hold_ms: rng.range(1500, 4000),
-            pick: rng.next(),
+            pick: rng.next_u64(),
         };
         total += fault.calm_ms + fault.hold_ms;
         if total > budget && !planned.is_empty() {
@@ -193,7 +193,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -202,7 +202,7 @@ impl Rng {
 
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 
     /// Uniform in `low..high`.

@@ -67,7 +67,8 @@ impl Client {
                 match self.get(&key).await {
                     Some(value) => {
                         seen[k as usize].clone_from(&value);
-                        self.history.ok(self.id, &key, Action::Get { value }, invoked);
+                        self.history
+                            .ok(self.id, &key, Action::Get { value }, invoked);
                         true
                     }
                     None => false,
@@ -209,9 +210,9 @@ fn ended<T>(result: Result<Result<T, Status>, tokio::time::error::Elapsed>) -> E
 }
 
 /// Whether a failed call certainly never reached a member's raft log: the
-/// request was refused as invalid, or the connection was refused so the
-/// request never left the client.
+/// request was refused as invalid, or no connection could be made (tonic's
+/// Unavailable "tcp connect error"), so the request never left the client.
 fn never_proposed(status: &Status) -> bool {
     status.code() == Code::InvalidArgument
-        || (status.code() == Code::Unavailable && status.message().contains("Connection refused"))
+        || (status.code() == Code::Unavailable && status.message() == "tcp connect error")
 }
