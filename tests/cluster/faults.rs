@@ -79,6 +79,20 @@ async fn checker_catches_a_store_that_skips_the_read_index() {
         "the checker found no violation in a store that serves stale reads (seed {})",
         report.config.seed
     );
+    // The failed run was saved, and `check-history` finds the violation again.
+    let saved = report.saved.as_ref().expect("a failed run is saved");
+    let output = std::process::Command::new(skiff_tests::bins::bin("check-history"))
+        .arg(saved)
+        .output()
+        .expect("run check-history");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "check-history exits 1 on a violation: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("NOT LINEARIZABLE"), "{stdout}");
 }
 
 /// The partition the nemesis uses cuts a member off from its peers, not from

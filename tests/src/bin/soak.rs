@@ -75,8 +75,8 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
 struct Totals {
     runs: usize,
     passed: usize,
-    operations: usize,
     ok: usize,
+    failed: usize,
     unknown: usize,
     faults: BTreeMap<String, usize>,
     violations: usize,
@@ -96,16 +96,17 @@ async fn main() -> ExitCode {
     };
     let mut totals = Totals::default();
     let mut failed = Vec::new();
+    let began = std::time::Instant::now();
     for i in 0..options.runs {
         let nemesis = options.nemeses[i % options.nemeses.len()];
         let seed = options.seed.wrapping_add(i as u64);
         let config = RunConfig::new(nemesis, seed, Duration::from_secs(options.seconds));
         let report = faults::run(config).await;
         println!("run {}/{}:\n{report}", i + 1, options.runs);
-        let (ok, _, unknown) = report.outcomes();
+        let (ok, failed_ops, unknown) = report.outcomes();
         totals.runs += 1;
-        totals.operations += report.operations.len();
         totals.ok += ok;
+        totals.failed += failed_ops;
         totals.unknown += unknown;
         for fault in &report.injected {
             *totals.faults.entry(fault.kind.to_string()).or_default() += 1;
