@@ -127,14 +127,23 @@ async fn main() -> ExitCode {
         .iter()
         .map(|(kind, n)| format!("{n} {kind}"))
         .collect();
-    println!("soak summary");
+    println!(
+        "soak summary: {} s of faults per run, seeds {}..={}, {:.0} s in all",
+        options.seconds,
+        options.seed,
+        options.seed.wrapping_add(options.runs as u64 - 1),
+        began.elapsed().as_secs_f64()
+    );
     println!(
         "  runs:                {} ({} passed)",
         totals.runs, totals.passed
     );
     println!(
-        "  operations checked:  {} ({} ok, {} unknown)",
-        totals.operations, totals.ok, totals.unknown
+        "  operations checked:  {} ({} ok, {} unknown; {} more failed before proposal)",
+        totals.ok + totals.unknown,
+        totals.ok,
+        totals.unknown,
+        totals.failed
     );
     println!("  faults injected:     {faults} ({})", by_kind.join(", "));
     println!("  watch events:        {}", totals.watch_events);
