@@ -332,7 +332,14 @@ async fn dial(endpoint: &Endpoint, dial_timeout: Duration) -> anyhow::Result<Cha
         .tcp_nodelay(true);
     match tokio::time::timeout(dial_timeout, channel.connect()).await {
         Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(anyhow!(e)).with_context(|| format!("connect to {endpoint}")),
+        Ok(Err(e)) => {
+            // The transport error's innermost cause says what happened
+            // ("Connection refused"); the layers above repeat each other.
+            let cause = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                .last()
+                .map_or_else(|| e.to_string(), ToString::to_string);
+            bail!("connect to {endpoint}: {cause}")
+        }
         Err(_) => bail!("connect to {endpoint}: no connection within {dial_timeout:?}"),
     }
 }
