@@ -238,10 +238,14 @@ pub async fn lease_keepalive(setup: &Setup) -> anyhow::Result<Report> {
     for (mut lease, id) in leases {
         let mut revoke = tonic::Request::new(LeaseRevokeRequest { id });
         revoke.set_timeout(setup.request_timeout);
-        if let Err(e) =
-            tokio::time::timeout(setup.request_timeout, lease.lease_revoke(revoke)).await
-        {
-            tracing::debug!(lease = id, error = %e, "revoke");
+        // A lease left behind expires by itself after its TTL: say so, go on.
+        match tokio::time::timeout(setup.request_timeout, lease.lease_revoke(revoke)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => eprintln!("warning: revoke lease {id:x}: {}", status.message()),
+            Err(_) => eprintln!(
+                "warning: revoke lease {id:x}: no answer within {:?}",
+                setup.request_timeout
+            ),
         }
     }
     report

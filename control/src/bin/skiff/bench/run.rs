@@ -262,4 +262,25 @@ mod tests {
         assert_eq!(report.failed(), 3);
         assert_eq!(report.latency.unwrap().count, 7);
     }
+
+    struct HangsOnce;
+
+    impl Op for HangsOnce {
+        async fn call(&mut self, i: u64) -> Result<(), String> {
+            if i == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_without_answer_counts_as_failed() {
+        let report = closed_loop(vec![HangsOnce], 3, Duration::from_millis(20), false)
+            .await
+            .unwrap();
+        assert_eq!(report.requests, 3);
+        assert_eq!(report.errors["no answer within 20ms"], 1);
+        assert_eq!(report.latency.unwrap().count, 2);
+    }
 }
