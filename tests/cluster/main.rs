@@ -12,6 +12,7 @@
 //! quorum with Unknown "context deadline exceeded" instead of Unavailable.
 
 mod bad_input;
+mod bench;
 mod cli;
 mod cli_maintenance;
 mod cli_watch_lease;

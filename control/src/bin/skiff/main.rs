@@ -3,12 +3,14 @@
 //! Store commands speak etcd's v3 API through `skiff-client` and print what
 //! etcdctl prints: `kv put|get|del|txn|compact|watch`, `lease ...`, `member list`,
 //! `endpoint status|health|hashkv`, `defrag`, `alarm list|disarm`,
-//! `move-leader`. `up` runs a local store cluster.
+//! `move-leader`. `up` runs a local store cluster. `bench` is etcd's
+//! benchmark tool (put, range, txn-put, watch-latency, lease-keepalive).
 //!
 //! Modules: [`kv`] (key-value commands and their requests), [`txn`] (the txn
 //! input grammar), [`watch`] (`kv watch`), [`lease`] (lease commands), [`output`] (simple/json/table printing), [`cluster`]
 //! (member and endpoint commands), [`maintenance`] (hashkv, defrag, alarms,
-//! move-leader), [`up`] (local cluster), [`duration`] (Go-style durations).
+//! move-leader), [`up`] (local cluster), [`duration`] (Go-style durations),
+//! [`bench`] (benchmarks of any etcd v3 server).
 //!
 //! Exit status: 0 on success, 1 on any error (one `Error: ...` line on
 //! stderr, the server's text kept intact), 2 for a command-line usage error.
@@ -21,6 +23,7 @@ use clap::{Args, Parser, Subcommand};
 use skiff_client::{Client, ClientOptions};
 use tracing_subscriber::EnvFilter;
 
+mod bench;
 mod cluster;
 mod duration;
 mod kv;
@@ -90,15 +93,20 @@ enum Command {
     /// Snapshots: save (from one endpoint), restore (into a new data dir), status.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Benchmarks of any etcd v3 server, as etcd's benchmark tool runs them.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // A benchmark's clients run on every core; other commands need one.
+    let mut builder = if matches!(cli.command, Command::Bench(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: start the async runtime: {e}");
@@ -137,6 +145,18 @@ async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let format = cli.global.write_out;
     match cli.command {
         Command::Up(args) => up::run(args).await?,
+        Command::Bench(args) => {
+            let g = &cli.global;
+            bench::run(
+                args,
+                &g.endpoints,
+                g.dial_timeout,
+                g.command_timeout,
+                format,
+                out,
+            )
+            .await?
+        }
         Command::Snapshot(command) => {
             snapshot::run(command, &cli.global.endpoints, options, format, out).await?
         }
