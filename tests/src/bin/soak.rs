@@ -30,27 +30,19 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
         nemeses: Nemesis::EVERY.to_vec(),
         seed: faults::random_seed(),
     };
-    let mut args = args.peekable();
+    let mut args = args.into_iter();
     while let Some(flag) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        let mut number = |name: &str| -> Result<u64, String> {
+            let value = args.next().ok_or_else(|| format!("{name} needs a value"))?;
+            value.parse().map_err(|e| format!("{name}: {e}"))
+        };
         match flag.as_str() {
-            "--runs" => {
-                options.runs = value("--runs")?
-                    .parse()
-                    .map_err(|e| format!("--runs: {e}"))?;
-            }
-            "--seconds" => {
-                options.seconds = value("--seconds")?
-                    .parse()
-                    .map_err(|e| format!("--seconds: {e}"))?;
-            }
-            "--seed" => {
-                options.seed = value("--seed")?
-                    .parse()
-                    .map_err(|e| format!("--seed: {e}"))?;
-            }
+            "--runs" => options.runs = number("--runs")? as usize,
+            "--seconds" => options.seconds = number("--seconds")?,
+            "--seed" => options.seed = number("--seed")?,
             "--nemesis" => {
-                options.nemeses = value("--nemesis")?
+                let list = args.next().ok_or("--nemesis needs a value")?;
+                options.nemeses = list
                     .split(',')
                     .map(str::parse)
                     .collect::<Result<_, _>>()
