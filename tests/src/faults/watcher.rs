@@ -95,8 +95,7 @@ impl Watcher {
                 let message = tokio::select! {
                     message = responses.message() => message,
                     _ = until.changed() => {
-                        let last = self.stream.lock().expect("watch stream lock").events.last().map(|e| e.revision);
-                        if let (Some(until), Some(last)) = (*until.borrow(), last) && last >= until {
+                        if self.caught_up(*until.borrow()) {
                             return;
                         }
                         continue;
@@ -108,13 +107,12 @@ impl Watcher {
                 if message.canceled {
                     break;
                 }
-                let mut stream = self.stream.lock().expect("watch stream lock");
-                stream.events.extend(message.events.iter().map(event));
-                let last = stream.events.last().map(|e| e.revision);
-                drop(stream);
-                if let (Some(until), Some(last)) = (*until.borrow(), last)
-                    && last >= until
-                {
+                self.stream
+                    .lock()
+                    .expect("watch stream lock")
+                    .events
+                    .extend(message.events.iter().map(event));
+                if self.caught_up(*until.borrow()) {
                     return;
                 }
             }
@@ -122,6 +120,15 @@ impl Watcher {
             // closes the client's side of the stream.
             drop(requests);
         }
+    }
+}
+
+impl Watcher {
+    /// Whether the last event seen is at or past `until`.
+    fn caught_up(&self, until: Option<i64>) -> bool {
+        let stream = self.stream.lock().expect("watch stream lock");
+        let last = stream.events.last().map(|e| e.revision);
+        matches!((until, last), (Some(until), Some(last)) if last >= until)
     }
 }
 
