@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! skiff bench [--conns N] [--clients N] [--total N] [--key-size N] [--val-size N]
-//!             [--target-leader] [-w simple|json] <put|range|txn-put|watch-latency|lease-keepalive>
+//!             [--target-leader] [--rate R] [-w simple|json]
+//!             <put|range|txn-put|watch-latency|watch-fanout|lease-keepalive>
 //! ```
 //!
 //! `--clients` workers share `--conns` gRPC connections (client i uses
@@ -36,15 +37,19 @@ use crate::output::OutputFormat;
 mod ops;
 pub mod report;
 mod run;
+mod watch_fanout;
 mod watch_latency;
 
 use report::Report;
+use run::Pace;
 
 /// The most requests one run may make: latencies are kept in memory (16
 /// bytes each).
 const MAX_TOTAL: u64 = 10_000_000;
 /// The most workers or connections one run may open.
 const MAX_CLIENTS: usize = 100_000;
+/// The most operations in one txn (etcd's default `--max-txn-ops`).
+const MAX_TXN_OPS: u64 = 128;
 /// The longest key or value, in bytes (etcd's default request size limit).
 const MAX_KEY_OR_VALUE_BYTES: usize = 1536 * 1024;
 
@@ -68,6 +73,9 @@ pub struct BenchArgs {
     /// Send every request to the leader (found with Maintenance.Status).
     #[arg(long, global = true)]
     pub target_leader: bool,
+    /// Most requests started per second (0: no limit).
+    #[arg(long, global = true, value_name = "R", default_value_t = 0.0)]
+    pub rate: f64,
     #[command(subcommand)]
     pub command: BenchCommand,
 }
@@ -78,10 +86,12 @@ pub enum BenchCommand {
     Put(PutArgs),
     /// Ranges over [KEY, END), or of KEY alone.
     Range(RangeArgs),
-    /// Txns holding one put each.
-    TxnPut(KeySpaceArgs),
+    /// Txns holding --txn-ops puts each.
+    TxnPut(TxnPutArgs),
     /// Time from a put's acknowledgement to each watcher seeing its event.
     WatchLatency(WatchLatencyArgs),
+    /// Many watchers of one prefix under a steady rate of puts.
+    WatchFanout(WatchFanoutArgs),
     /// LeaseKeepAlive round trips, one lease per client.
     LeaseKeepalive,
 }
@@ -91,6 +101,19 @@ pub struct KeySpaceArgs {
     /// Distinct keys written (keys 0 to N-1).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub key_space_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TxnPutArgs {
+    #[command(flatten)]
+    pub keys: KeySpaceArgs,
+    /// Puts in each txn, of distinct keys.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub txn_ops: u64,
+    /// Write keys in order (txn i writes keys i × txn-ops and on, mod
+    /// key-space-size) rather than from a random start.
+    #[arg(long)]
+    pub sequential_keys: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,9 +129,13 @@ pub struct PutArgs {
 #[derive(Debug, Args)]
 pub struct RangeArgs {
     /// First key.
-    pub key: String,
+    pub key: Option<String>,
     /// End of the range (exclusive); without it only KEY is read.
     pub end: Option<String>,
+    /// Instead of KEY, read one key at random per request from keys 0 to
+    /// N-1 (the names `put --key-space-size N` writes).
+    #[arg(long, value_name = "N", conflicts_with_all = ["key", "end"])]
+    pub key_space_size: Option<u64>,
     /// l: linearizable, s: serializable.
     #[arg(long, value_enum, default_value_t = Consistency::L)]
     pub consistency: Consistency,
@@ -135,6 +162,28 @@ pub struct WatchLatencyArgs {
     pub put_total: u64,
 }
 
+#[derive(Debug, Args)]
+pub struct WatchFanoutArgs {
+    /// Watchers of the prefix, spread over --clients watch streams.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub watchers: u64,
+    /// The prefix watched; puts write keys under it.
+    #[arg(long, default_value = "/bench/fanout/")]
+    pub prefix: String,
+    /// Puts per second, on a fixed schedule.
+    #[arg(long, value_name = "R", default_value_t = 1000.0)]
+    pub put_rate: f64,
+    /// Puts in all; the report has one sample per put and watcher.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub put_total: u64,
+    /// Most puts in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub writers: usize,
+    /// Distinct keys written under the prefix.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub key_space_size: u64,
+}
+
 /// Everything a workload needs to run.
 #[derive(Debug)]
 pub struct Setup {
@@ -146,10 +195,22 @@ pub struct Setup {
     pub value: Vec<u8>,
     /// Time each request has to answer.
     pub request_timeout: Duration,
+    /// Most requests started per second.
+    pub rate: Option<f64>,
     pub progress: bool,
 }
 
 impl Setup {
+    /// How the request benchmarks pace themselves.
+    pub fn pace(&self) -> Pace {
+        Pace {
+            total: self.total,
+            timeout: self.request_timeout,
+            rate: self.rate,
+            progress: self.progress,
+        }
+    }
+
     /// The channel client `i` uses.
     pub fn channel(&self, i: usize) -> Channel {
         self.channels[i % self.channels.len()].clone()
@@ -180,14 +241,20 @@ pub fn validate(args: &BenchArgs, format: OutputFormat) -> anyhow::Result<()> {
     if args.val_size > MAX_KEY_OR_VALUE_BYTES {
         bail!("--val-size must be at most {MAX_KEY_OR_VALUE_BYTES}");
     }
+    if !(args.rate.is_finite() && args.rate >= 0.0) {
+        bail!("--rate must be a number of requests per second, or 0 for no limit");
+    }
     match &args.command {
-        BenchCommand::Put(PutArgs { keys, .. }) | BenchCommand::TxnPut(keys) => {
-            at_least_one("--key-space-size", keys.key_space_size)?;
-            let needed = digits(keys.key_space_size - 1);
-            if needed > args.key_size {
+        BenchCommand::Put(PutArgs { keys, .. }) => key_space(args, keys)?,
+        BenchCommand::TxnPut(TxnPutArgs { keys, txn_ops, .. }) => {
+            key_space(args, keys)?;
+            at_least_one("--txn-ops", *txn_ops)?;
+            if *txn_ops > MAX_TXN_OPS {
+                bail!("--txn-ops must be at most {MAX_TXN_OPS} (the servers' limit per txn)");
+            }
+            if *txn_ops > keys.key_space_size {
                 bail!(
-                    "--key-size {} is too small for --key-space-size {}: keys need {needed} digits",
-                    args.key_size,
+                    "--txn-ops {txn_ops} is more than --key-space-size {}: the keys of one txn must differ",
                     keys.key_space_size
                 );
             }
@@ -205,7 +272,62 @@ pub fn validate(args: &BenchArgs, format: OutputFormat) -> anyhow::Result<()> {
                 bail!("--put-rate must be a positive number of puts per second");
             }
         }
-        BenchCommand::Range(_) | BenchCommand::LeaseKeepalive => {}
+        BenchCommand::WatchFanout(w) => {
+            at_least_one("--watchers", w.watchers)?;
+            at_least_one("--put-total", w.put_total)?;
+            at_least_one("--writers", w.writers as u64)?;
+            at_least_one("--key-space-size", w.key_space_size)?;
+            if w.prefix.is_empty() {
+                bail!("--prefix must not be empty");
+            }
+            if w.watchers > MAX_CLIENTS as u64 {
+                bail!("--watchers must be at most {MAX_CLIENTS}");
+            }
+            if w.writers > MAX_CLIENTS {
+                bail!("--writers must be at most {MAX_CLIENTS}");
+            }
+            if w.put_total.saturating_mul(w.watchers) > MAX_TOTAL {
+                bail!("--put-total times --watchers must be at most {MAX_TOTAL}");
+            }
+            if !(w.put_rate.is_finite() && w.put_rate > 0.0) {
+                bail!("--put-rate must be a positive number of puts per second");
+            }
+            let needed = digits(w.key_space_size - 1);
+            if needed > args.key_size {
+                bail!(
+                    "--key-size {} is too small for --key-space-size {}: keys need {needed} digits",
+                    args.key_size,
+                    w.key_space_size
+                );
+            }
+        }
+        BenchCommand::Range(range) => match range.key_space_size {
+            Some(space) => key_space(
+                args,
+                &KeySpaceArgs {
+                    key_space_size: space,
+                },
+            )?,
+            None if range.key.is_none() => {
+                bail!("range needs a KEY, or --key-space-size to read keys at random")
+            }
+            None => {}
+        },
+        BenchCommand::LeaseKeepalive => {}
+    }
+    Ok(())
+}
+
+/// Checks that `--key-size` digits can number the key space.
+fn key_space(args: &BenchArgs, keys: &KeySpaceArgs) -> anyhow::Result<()> {
+    at_least_one("--key-space-size", keys.key_space_size)?;
+    let needed = digits(keys.key_space_size - 1);
+    if needed > args.key_size {
+        bail!(
+            "--key-size {} is too small for --key-space-size {}: keys need {needed} digits",
+            args.key_size,
+            keys.key_space_size
+        );
     }
     Ok(())
 }
@@ -262,13 +384,15 @@ pub async fn run(
         key_size: args.key_size,
         value: value(args.val_size),
         request_timeout,
+        rate: (args.rate > 0.0).then_some(args.rate),
         progress: std::io::stderr().is_terminal(),
     };
     let (name, report) = match args.command {
         BenchCommand::Put(put) => ("put", ops::put(&setup, &put).await?),
         BenchCommand::Range(range) => ("range", ops::range(&setup, &range).await?),
-        BenchCommand::TxnPut(keys) => ("txn-put", ops::txn_put(&setup, &keys).await?),
+        BenchCommand::TxnPut(txn) => ("txn-put", ops::txn_put(&setup, &txn).await?),
         BenchCommand::WatchLatency(w) => ("watch-latency", watch_latency::run(&setup, &w).await?),
+        BenchCommand::WatchFanout(w) => ("watch-fanout", watch_fanout::run(&setup, &w).await?),
         BenchCommand::LeaseKeepalive => ("lease-keepalive", ops::lease_keepalive(&setup).await?),
     };
     print(&report, name, format, out)?;
@@ -416,7 +540,7 @@ mod tests {
         let args = parse(&["range", "a", "b", "--consistency", "s"]);
         match args.command {
             BenchCommand::Range(r) => {
-                assert_eq!((r.key.as_str(), r.end.as_deref()), ("a", Some("b")));
+                assert_eq!((r.key.as_deref(), r.end.as_deref()), (Some("a"), Some("b")));
                 assert_eq!(r.consistency, Consistency::S);
             }
             other => panic!("{other:?}"),
@@ -464,6 +588,41 @@ mod tests {
         assert_eq!(
             invalid(&["put", "--total", "10000001"]),
             "--total must be at most 10000000"
+        );
+        assert_eq!(
+            invalid(&["range"]),
+            "range needs a KEY, or --key-space-size to read keys at random"
+        );
+        assert!(
+            validate(
+                &parse(&["range", "--key-space-size", "1000"]),
+                OutputFormat::Simple
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            invalid(&["watch-fanout", "--prefix", ""]),
+            "--prefix must not be empty"
+        );
+        assert_eq!(
+            invalid(&["watch-fanout", "--watchers", "1000", "--put-total", "10001"]),
+            "--put-total times --watchers must be at most 10000000"
+        );
+        assert_eq!(
+            invalid(&["put", "--rate", "-1"]),
+            "--rate must be a number of requests per second, or 0 for no limit"
+        );
+        assert_eq!(
+            invalid(&["txn-put", "--txn-ops", "0"]),
+            "--txn-ops must be at least 1"
+        );
+        assert_eq!(
+            invalid(&["txn-put", "--txn-ops", "129", "--key-space-size", "1000"]),
+            "--txn-ops must be at most 128 (the servers' limit per txn)"
+        );
+        assert_eq!(
+            invalid(&["txn-put", "--txn-ops", "4", "--key-space-size", "3"]),
+            "--txn-ops 4 is more than --key-space-size 3: the keys of one txn must differ"
         );
         let table = validate(&parse(&["put"]), OutputFormat::Table).unwrap_err();
         assert!(table.to_string().contains("-w table"), "{table}");

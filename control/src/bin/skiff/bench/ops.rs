@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 use super::report::Report;
 use super::run::{Op, closed_loop, status_text};
-use super::{Consistency, KeySpaceArgs, PutArgs, RangeArgs, Setup, key, mix};
+use super::{Consistency, PutArgs, RangeArgs, Setup, TxnPutArgs, key, mix};
 
 /// TTL of the leases lease-keepalive renews, as etcd's benchmark grants.
 const LEASE_TTL_S: i64 = 100;
@@ -26,53 +26,81 @@ const LEASE_TTL_S: i64 = 100;
 struct Keys {
     space: u64,
     size: usize,
+    /// Keys in order: request i's first key is key `i * per_request`, so
+    /// that `space / per_request` requests write every key once.
     sequential: bool,
+    /// Keys each request writes.
+    per_request: u64,
 }
 
 impl Keys {
-    fn key(&self, i: u64) -> Vec<u8> {
-        let n = if self.sequential { i } else { mix(i) };
-        key(n % self.space, self.size)
+    /// The `j`th key after request `i`'s first: the keys of one request are
+    /// consecutive (mod the key space), so they are distinct as long as the
+    /// request writes no more keys than the space holds.
+    fn nth_after(&self, i: u64, j: u64) -> Vec<u8> {
+        let n = if self.sequential {
+            i.wrapping_mul(self.per_request)
+        } else {
+            mix(i)
+        };
+        key((n % self.space + j) % self.space, self.size)
     }
+}
+
+/// How a put request is sent.
+#[derive(Clone, Copy, Debug)]
+enum PutShape {
+    /// A Put.
+    Put,
+    /// A Txn with no comparison and this many puts.
+    Txn { ops: u64 },
 }
 
 struct PutOp {
     kv: KvClient<Channel>,
     keys: Keys,
     value: Arc<[u8]>,
-    in_txn: bool,
+    shape: PutShape,
+}
+
+impl PutOp {
+    fn put(&self, i: u64, j: u64) -> PutRequest {
+        PutRequest {
+            key: self.keys.nth_after(i, j),
+            value: self.value.to_vec(),
+            ..Default::default()
+        }
+    }
 }
 
 impl Op for PutOp {
     async fn call(&mut self, i: u64) -> Result<(), String> {
-        let put = PutRequest {
-            key: self.keys.key(i),
-            value: self.value.to_vec(),
-            ..Default::default()
-        };
-        let result = if self.in_txn {
-            let txn = TxnRequest {
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestPut(put)),
-                }],
-                ..Default::default()
-            };
-            self.kv.txn(txn).await.map(drop)
-        } else {
-            self.kv.put(put).await.map(drop)
+        let result = match self.shape {
+            PutShape::Put => self.kv.put(self.put(i, 0)).await.map(drop),
+            PutShape::Txn { ops } => {
+                let txn = TxnRequest {
+                    success: (0..ops)
+                        .map(|j| RequestOp {
+                            request: Some(request_op::Request::RequestPut(self.put(i, j))),
+                        })
+                        .collect(),
+                    ..Default::default()
+                };
+                self.kv.txn(txn).await.map(drop)
+            }
         };
         result.map_err(|s| status_text(&s))
     }
 }
 
-fn put_ops(setup: &Setup, keys: Keys, in_txn: bool) -> Vec<PutOp> {
+fn put_ops(setup: &Setup, keys: Keys, shape: PutShape) -> Vec<PutOp> {
     let value: Arc<[u8]> = setup.value.clone().into();
     (0..setup.clients)
         .map(|i| PutOp {
             kv: KvClient::new(setup.channel(i)),
             keys,
             value: Arc::clone(&value),
-            in_txn,
+            shape,
         })
         .collect()
 }
@@ -83,52 +111,70 @@ pub async fn put(setup: &Setup, args: &PutArgs) -> anyhow::Result<Report> {
         space: args.keys.key_space_size,
         size: setup.key_size,
         sequential: args.sequential_keys,
+        per_request: 1,
     };
-    let ops = put_ops(setup, keys, false);
-    closed_loop(ops, setup.total, setup.request_timeout, setup.progress).await
+    let ops = put_ops(setup, keys, PutShape::Put);
+    closed_loop(ops, setup.pace()).await
 }
 
-/// `bench txn-put`: Txns with no comparison and one put, keys at random.
-pub async fn txn_put(setup: &Setup, args: &KeySpaceArgs) -> anyhow::Result<Report> {
+/// `bench txn-put`: Txns with no comparison and `--txn-ops` puts of
+/// consecutive keys, the first at random or in order.
+pub async fn txn_put(setup: &Setup, args: &TxnPutArgs) -> anyhow::Result<Report> {
     let keys = Keys {
-        space: args.key_space_size,
+        space: args.keys.key_space_size,
         size: setup.key_size,
-        sequential: false,
+        sequential: args.sequential_keys,
+        per_request: args.txn_ops,
     };
-    let ops = put_ops(setup, keys, true);
-    closed_loop(ops, setup.total, setup.request_timeout, setup.progress).await
+    let ops = put_ops(setup, keys, PutShape::Txn { ops: args.txn_ops });
+    closed_loop(ops, setup.pace()).await
 }
 
 struct RangeOp {
     kv: KvClient<Channel>,
     request: RangeRequest,
+    /// Read one key of these at random per request, instead of the
+    /// request's own key.
+    keys: Option<Keys>,
 }
 
 impl Op for RangeOp {
-    async fn call(&mut self, _i: u64) -> Result<(), String> {
+    async fn call(&mut self, i: u64) -> Result<(), String> {
+        let mut request = self.request.clone();
+        if let Some(keys) = &self.keys {
+            request.key = keys.nth_after(i, 0);
+        }
         self.kv
-            .range(self.request.clone())
+            .range(request)
             .await
             .map(drop)
             .map_err(|s| status_text(&s))
     }
 }
 
-/// `bench range KEY [END]`: the same Range again and again.
+/// `bench range KEY [END]`: the same Range again and again; or, with
+/// `--key-space-size`, gets of keys at random.
 pub async fn range(setup: &Setup, args: &RangeArgs) -> anyhow::Result<Report> {
     let request = RangeRequest {
-        key: args.key.clone().into_bytes(),
+        key: args.key.clone().unwrap_or_default().into_bytes(),
         range_end: args.end.clone().map(String::into_bytes).unwrap_or_default(),
         serializable: args.consistency == Consistency::S,
         ..Default::default()
     };
+    let keys = args.key_space_size.map(|space| Keys {
+        space,
+        size: setup.key_size,
+        sequential: false,
+        per_request: 1,
+    });
     let ops = (0..setup.clients)
         .map(|i| RangeOp {
             kv: KvClient::new(setup.channel(i)),
             request: request.clone(),
+            keys,
         })
         .collect();
-    closed_loop(ops, setup.total, setup.request_timeout, setup.progress).await
+    closed_loop(ops, setup.pace()).await
 }
 
 /// One client's lease and its keep-alive stream.
@@ -234,7 +280,7 @@ pub async fn lease_keepalive(setup: &Setup) -> anyhow::Result<Report> {
     }
     let leases: Vec<(LeaseClient<Channel>, i64)> =
         ops.iter().map(|op| (op.lease.clone(), op.id)).collect();
-    let report = closed_loop(ops, setup.total, setup.request_timeout, setup.progress).await;
+    let report = closed_loop(ops, setup.pace()).await;
     for (mut lease, id) in leases {
         let mut revoke = tonic::Request::new(LeaseRevokeRequest { id });
         revoke.set_timeout(setup.request_timeout);
@@ -249,4 +295,40 @@ pub async fn lease_keepalive(setup: &Setup) -> anyhow::Result<Report> {
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keys_of_one_request_are_distinct_and_wrap() {
+        let keys = Keys {
+            space: 10,
+            size: 2,
+            sequential: true,
+            per_request: 1,
+        };
+        assert_eq!(keys.nth_after(3, 0), b"03");
+        let of_one: Vec<_> = (0..10).map(|j| keys.nth_after(7, j)).collect();
+        let distinct: std::collections::BTreeSet<_> = of_one.iter().collect();
+        assert_eq!(distinct.len(), 10);
+        assert_eq!(of_one[3], b"00");
+    }
+
+    #[test]
+    fn sequential_txns_cover_the_key_space_once() {
+        let keys = Keys {
+            space: 12,
+            size: 2,
+            sequential: true,
+            per_request: 4,
+        };
+        let written: Vec<_> = (0..3)
+            .flat_map(|i| (0..4).map(move |j| (i, j)))
+            .map(|(i, j)| keys.nth_after(i, j))
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = written.iter().collect();
+        assert_eq!(distinct.len(), 12);
+    }
 }

@@ -104,14 +104,39 @@ impl Tally {
     }
 }
 
-/// Runs `ops` (one per worker) until `total` requests are made, each
-/// allowed `timeout`.
-pub async fn closed_loop<O: Op>(
-    ops: Vec<O>,
-    total: u64,
-    timeout: Duration,
-    progress: bool,
-) -> anyhow::Result<Report> {
+/// How a run paces its requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// Requests to make in all.
+    pub total: u64,
+    /// Time each request has to answer.
+    pub timeout: Duration,
+    /// At most this many requests start per second (`None`: no limit).
+    pub rate: Option<f64>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Pace {
+    /// When request `i` may start, for a run that started at `started`:
+    /// request i waits for its slot `i / rate` seconds in, so a run never
+    /// goes faster than the rate, and a late request does not make later
+    /// ones bunch up beyond what the clients can carry.
+    fn slot(&self, started: Instant, i: u64) -> Option<Instant> {
+        self.rate
+            .map(|rate| started + Duration::from_secs_f64(i as f64 / rate))
+    }
+}
+
+/// Runs `ops` (one per worker) until `pace.total` requests are made, each
+/// allowed `pace.timeout`, starting at most `pace.rate` per second.
+pub async fn closed_loop<O: Op>(ops: Vec<O>, pace: Pace) -> anyhow::Result<Report> {
+    let Pace {
+        total,
+        timeout,
+        progress,
+        ..
+    } = pace;
     let work = Arc::new(Work::new(total));
     let share = usize::try_from(total.div_ceil(ops.len().max(1) as u64)).unwrap_or(0);
     let bar = Progress::start(progress, Arc::clone(&work));
@@ -122,6 +147,9 @@ pub async fn closed_loop<O: Op>(
         workers.spawn(async move {
             let mut tally = Tally::with_capacity(share);
             while let Some(i) = work.take() {
+                if let Some(slot) = pace.slot(started, i) {
+                    tokio::time::sleep_until(slot).await;
+                }
                 let at = Instant::now();
                 match tokio::time::timeout(timeout, op.call(i)).await {
                     Ok(Ok(())) => tally.ok(at.elapsed()),
@@ -241,6 +269,15 @@ mod tests {
         assert_eq!(bar(4, 4), format!("[{}] 4/4 100%", "=".repeat(40)));
     }
 
+    fn pace(total: u64, timeout_ms: u64, rate: Option<f64>) -> Pace {
+        Pace {
+            total,
+            timeout: Duration::from_millis(timeout_ms),
+            rate,
+            progress: false,
+        }
+    }
+
     struct Flaky;
 
     impl Op for Flaky {
@@ -255,7 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn closed_loop_makes_exactly_total_requests() {
-        let report = closed_loop(vec![Flaky, Flaky, Flaky], 10, Duration::from_secs(5), false)
+        let report = closed_loop(vec![Flaky, Flaky, Flaky], pace(10, 5_000, None))
             .await
             .unwrap();
         assert_eq!(report.requests, 10);
@@ -276,11 +313,38 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_without_answer_counts_as_failed() {
-        let report = closed_loop(vec![HangsOnce], 3, Duration::from_millis(20), false)
+        let report = closed_loop(vec![HangsOnce], pace(3, 20, None))
             .await
             .unwrap();
         assert_eq!(report.requests, 3);
         assert_eq!(report.errors["no answer within 20ms"], 1);
         assert_eq!(report.latency.unwrap().count, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_spaces_the_requests_out() {
+        // 20 requests at 10 per second over 4 clients: the last one may
+        // start only 1.9 s in, however fast the server answers.
+        let report = closed_loop(
+            vec![Flaky, Flaky, Flaky, Flaky],
+            pace(20, 5_000, Some(10.0)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.requests, 20);
+        assert!(
+            report.elapsed >= Duration::from_millis(1900)
+                && report.elapsed < Duration::from_secs(2),
+            "{:?}",
+            report.elapsed
+        );
+        let unpaced = closed_loop(vec![Flaky], pace(20, 5_000, None))
+            .await
+            .unwrap();
+        assert!(
+            unpaced.elapsed < Duration::from_millis(100),
+            "{:?}",
+            unpaced.elapsed
+        );
     }
 }

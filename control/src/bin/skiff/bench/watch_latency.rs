@@ -48,8 +48,14 @@ pub async fn run(setup: &Setup, args: &WatchLatencyArgs) -> anyhow::Result<Repor
     for s in 0..streams {
         // Watchers s, s + streams, s + 2 * streams, ... share stream s.
         let on_stream = (watchers - s as u64).div_ceil(streams as u64);
-        let (requests, replies) =
-            open_watches(setup.channel(s), &key, on_stream, setup.request_timeout).await?;
+        let (requests, replies) = open_watches(
+            setup.channel(s),
+            &key,
+            &[],
+            on_stream,
+            setup.request_timeout,
+        )
+        .await?;
         readers.spawn(read_events(requests, replies, key.clone(), seen_tx.clone()));
     }
     drop(seen_tx);
@@ -123,11 +129,13 @@ pub async fn run(setup: &Setup, args: &WatchLatencyArgs) -> anyhow::Result<Repor
     Ok(tally.into_report(elapsed))
 }
 
-/// Opens one Watch stream with `count` watches of `key`, each confirmed
-/// created. Returns the request side (kept open) and the replies.
-async fn open_watches(
+/// Opens one Watch stream with `count` watches of `[key, range_end)` (of
+/// `key` alone when `range_end` is empty), each confirmed created. Returns
+/// the request side (kept open) and the replies.
+pub(super) async fn open_watches(
     channel: Channel,
     key: &[u8],
+    range_end: &[u8],
     count: u64,
     timeout: std::time::Duration,
 ) -> anyhow::Result<(
@@ -138,6 +146,7 @@ async fn open_watches(
         request_union: Some(watch_request::RequestUnion::CreateRequest(
             WatchCreateRequest {
                 key: key.to_vec(),
+                range_end: range_end.to_vec(),
                 ..Default::default()
             },
         )),
