@@ -27,6 +27,7 @@ pub mod quantity;
 pub mod resources;
 mod serde_util;
 pub mod time;
+pub mod validation;
 
 pub use apps::{Deployment, ReplicaSet, Scale};
 pub use core::{Endpoints, Event, Namespace, Node, ReplicationController, Service};

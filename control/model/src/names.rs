@@ -46,6 +46,40 @@ pub fn is_dns1123_label(value: &str) -> Vec<String> {
     errs
 }
 
+/// A DNS-1035 label (service names): like a DNS-1123 label but starting
+/// with a letter: `[a-z]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns1035_label(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > DNS1123_LABEL_MAX_LEN {
+        errs.push(max_len_error(DNS1123_LABEL_MAX_LEN));
+    }
+    if !dns1123_label_syntax(value) || !value.as_bytes()[0].is_ascii_lowercase() {
+        errs.push(
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start \
+             with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name', \
+              or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+                .to_string(),
+        );
+    }
+    errs
+}
+
+/// An environment variable name: `[-._a-zA-Z][-._a-zA-Z0-9]*`.
+pub fn is_env_var_name(value: &str) -> Vec<String> {
+    let b = value.as_bytes();
+    let ok_first = |c: u8| c.is_ascii_alphabetic() || matches!(c, b'-' | b'.' | b'_');
+    if !b.is_empty() && ok_first(b[0]) && b.iter().all(|&c| ok_first(c) || c.is_ascii_digit()) {
+        Vec::new()
+    } else {
+        vec![
+            "a valid environment variable name must consist of alphabetic characters, digits, '_', \
+             '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  \
+             or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')"
+                .to_string(),
+        ]
+    }
+}
+
 /// A lowercase RFC 1123 subdomain: dot-separated labels, at most 253
 /// characters.
 pub fn is_dns1123_subdomain(value: &str) -> Vec<String> {
@@ -189,6 +223,24 @@ mod tests {
             assert!(!is_dns1123_label(bad).is_empty(), "{bad}");
         }
         assert_eq!(is_dns1123_label(&"a".repeat(64)), vec![max_len_error(63)]);
+    }
+
+    #[test]
+    fn dns1035_label() {
+        assert!(is_dns1035_label("web-1").is_empty());
+        assert!(!is_dns1035_label("1web").is_empty());
+        assert!(!is_dns1035_label("").is_empty());
+        assert!(!is_dns1035_label("Web").is_empty());
+    }
+
+    #[test]
+    fn env_var_names() {
+        for ok in ["A", "MY_VAR", "my.env-name", "_x1", "-a"] {
+            assert!(is_env_var_name(ok).is_empty(), "{ok}");
+        }
+        for bad in ["", "1A", "A B", "A=B", "a/b"] {
+            assert!(!is_env_var_name(bad).is_empty(), "{bad}");
+        }
     }
 
     #[test]
