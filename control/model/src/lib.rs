@@ -17,6 +17,7 @@
 
 pub mod apps;
 pub mod core;
+pub mod defaults;
 pub mod fields;
 pub mod labels;
 pub mod meta;
