@@ -15,6 +15,7 @@
 //! Everything here is pure: no IO, no clock except [`time::Time::now`].
 //! Only this crate and `skiff-proto` derive serialization.
 
+pub mod apply;
 pub mod apps;
 pub mod core;
 pub mod defaults;
