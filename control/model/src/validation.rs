@@ -1011,6 +1011,96 @@ pub fn validate_object(obj: &Object) -> Vec<StatusCause> {
     }
 }
 
+/// Validates an update: the new object on its own, plus what may not change
+/// (name, namespace, uid; a pod's spec beyond container images and a first
+/// `nodeName`; the selector of a ReplicaSet or Deployment; a Service's
+/// cluster IP).
+pub fn validate_object_update(old: &Object, new: &Object) -> Vec<StatusCause> {
+    let mut errs = Errs(validate_object(new));
+    if old.kind() != new.kind() {
+        errs.invalid("kind", new.kind(), "field is immutable");
+        return errs.into_vec();
+    }
+    let (om, nm) = (old.metadata(), new.metadata());
+    immutable(&mut errs, "metadata.name", &om.name, &nm.name);
+    immutable(
+        &mut errs,
+        "metadata.namespace",
+        &om.namespace,
+        &nm.namespace,
+    );
+    if !nm.uid.is_empty() {
+        immutable(&mut errs, "metadata.uid", &om.uid, &nm.uid);
+    }
+    match (old, new) {
+        (Object::Pod(o), Object::Pod(n)) => pod_update(&mut errs, &o.spec, &n.spec),
+        (Object::ReplicaSet(o), Object::ReplicaSet(n)) => {
+            immutable(
+                &mut errs,
+                "spec.selector",
+                &o.spec.selector,
+                &n.spec.selector,
+            );
+        }
+        (Object::Deployment(o), Object::Deployment(n)) => {
+            immutable(
+                &mut errs,
+                "spec.selector",
+                &o.spec.selector,
+                &n.spec.selector,
+            );
+        }
+        (Object::Service(o), Object::Service(n)) => {
+            let old_ip = o.spec.cluster_ip.as_deref().unwrap_or("");
+            let new_ip = n.spec.cluster_ip.as_deref().unwrap_or("");
+            if !old_ip.is_empty() && !new_ip.is_empty() {
+                immutable(&mut errs, "spec.clusterIP", &old_ip, &new_ip);
+            }
+        }
+        _ => {}
+    }
+    errs.into_vec()
+}
+
+fn immutable<T: PartialEq + Debug>(errs: &mut Errs, field: &str, old: &T, new: &T) {
+    if old != new {
+        errs.invalid(field, new, "field is immutable");
+    }
+}
+
+/// A pod's spec may change only in its container images, and `nodeName`
+/// only from unset to set.
+fn pod_update(errs: &mut Errs, old: &PodSpec, new: &PodSpec) {
+    let old_node = old.node_name.as_deref().filter(|n| !n.is_empty());
+    let new_node = new.node_name.as_deref().filter(|n| !n.is_empty());
+    if old_node.is_some() && old_node != new_node {
+        errs.invalid(
+            "spec.nodeName",
+            new_node.unwrap_or(""),
+            "field is immutable",
+        );
+    }
+    let mut comparable = new.clone();
+    comparable.node_name = old.node_name.clone();
+    for (n, o) in comparable.containers.iter_mut().zip(&old.containers).chain(
+        comparable
+            .init_containers
+            .iter_mut()
+            .zip(&old.init_containers),
+    ) {
+        if n.name == o.name {
+            n.image = o.image.clone();
+        }
+    }
+    if comparable != *old {
+        errs.forbidden(
+            "spec",
+            "pod updates may not change fields other than `spec.containers[*].image`, \
+             `spec.initContainers[*].image` and a first `spec.nodeName`",
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1765,5 +1855,60 @@ mod tests {
             validate_pod_spec(&PodSpec::default(), "spec.template.spec")[0].field,
             "spec.template.spec.containers"
         );
+    }
+
+    #[test]
+    fn updates() {
+        let decode = |v: &Value| decode_object(v).unwrap();
+        let old = decode(&pod());
+        let mut v = pod();
+        v["spec"]["containers"][0]["image"] = json!("busybox:1.37");
+        v["spec"]["nodeName"] = json!("node-1");
+        assert!(validate_object_update(&old, &decode(&v)).is_empty());
+        let bound = decode(&v);
+        v["spec"]["nodeName"] = json!("node-2");
+        let moved = validate_object_update(&bound, &decode(&v));
+        assert_eq!(moved.len(), 1);
+        assert_eq!(moved[0].field, "spec.nodeName");
+        let mut v = pod();
+        v["spec"]["restartPolicy"] = json!("Never");
+        let c = validate_object_update(&old, &decode(&v));
+        assert_eq!(
+            (c[0].field.as_str(), c[0].reason),
+            ("spec", CauseType::FieldValueForbidden)
+        );
+        let mut v = pod();
+        v["metadata"]["name"] = json!("other");
+        assert_eq!(
+            validate_object_update(&old, &decode(&v))[0].field,
+            "metadata.name"
+        );
+        let mut v = pod();
+        v["metadata"]["labels"] = json!({"app": "web", "new": "x"});
+        assert!(validate_object_update(&old, &decode(&v)).is_empty());
+
+        let old_d = decode(&deployment());
+        let mut d = deployment();
+        d["spec"]["replicas"] = json!(5);
+        assert!(validate_object_update(&old_d, &decode(&d)).is_empty());
+        d["spec"]["selector"] = json!({"matchLabels": {"app": "web", "x": "y"}});
+        d["spec"]["template"]["metadata"]["labels"]["x"] = json!("y");
+        assert_eq!(
+            validate_object_update(&old_d, &decode(&d))[0].field,
+            "spec.selector"
+        );
+
+        let mut s = service();
+        s["spec"]["clusterIP"] = json!("10.96.0.1");
+        let old_s = decode(&s);
+        s["spec"]["clusterIP"] = json!("10.96.0.2");
+        assert_eq!(
+            validate_object_update(&old_s, &decode(&s))[0].field,
+            "spec.clusterIP"
+        );
+        s["spec"].as_object_mut().unwrap().remove("clusterIP");
+        assert!(validate_object_update(&old_s, &decode(&s)).is_empty());
+
+        assert_eq!(validate_object_update(&old, &old_s)[0].field, "kind");
     }
 }
