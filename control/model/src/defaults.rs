@@ -6,7 +6,8 @@
 //! - pod specs (also inside templates): `restartPolicy: Always`,
 //!   `terminationGracePeriodSeconds: 30`, `protocol: TCP` on ports, and
 //!   `imagePullPolicy` `Always` for an image tagged `:latest` or untagged,
-//!   `IfNotPresent` otherwise;
+//!   `IfNotPresent` otherwise; a resource limit without a request also
+//!   becomes the request;
 //! - ReplicationController, ReplicaSet, Deployment: `replicas: 1`; an RC's
 //!   selector (and its labels, when it has none) default to its template's
 //!   labels;
@@ -101,6 +102,12 @@ pub fn default_container(c: &mut Container) {
     for p in &mut c.ports {
         if p.protocol.is_none() {
             p.protocol = Some("TCP".to_string());
+        }
+    }
+    // A limit without a request requests the limit.
+    if let Some(r) = &mut c.resources {
+        for (name, limit) in &r.limits {
+            r.requests.entry(name.clone()).or_insert(*limit);
         }
     }
 }
@@ -350,5 +357,18 @@ mod tests {
         assert!(ns["metadata"].get("namespace").is_none());
         let ev = defaulted(json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}}));
         assert_eq!(ev["metadata"]["namespace"], "default");
+    }
+
+    #[test]
+    fn limits_become_requests() {
+        let v = defaulted(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+            "spec": {"containers": [{"name": "a", "image": "busybox",
+                "resources": {"limits": {"cpu": "1", "memory": "128Mi"}, "requests": {"cpu": "250m"}}}]}
+        }));
+        assert_eq!(
+            v["spec"]["containers"][0]["resources"]["requests"],
+            json!({"cpu": "250m", "memory": "128Mi"})
+        );
     }
 }

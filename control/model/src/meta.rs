@@ -167,6 +167,28 @@ impl<T> List<T> {
     }
 }
 
+impl<T> List<T> {
+    /// A list for a row of the resource table (`PodList`, `apps/v1`).
+    pub fn for_resource(
+        info: &crate::resources::ResourceInfo,
+        resource_version: String,
+        items: Vec<T>,
+    ) -> Self {
+        List::new(info.api_version, info.list_kind, resource_version, items)
+    }
+}
+
+/// One event of a watch stream: `{"type": "ADDED", "object": {...}}`.
+/// `type` is `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR` (then the
+/// object is a [`Status`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchEvent<T> {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub object: T,
+}
+
 /// An integer or a string, as in `targetPort: 8080` / `targetPort: http`
 /// and `maxSurge: 1` / `maxSurge: "25%"`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -290,6 +312,10 @@ pub enum CauseType {
     FieldValueTooLong,
     FieldValueTooMany,
     FieldValueTypeInvalid,
+    /// Any other reason a Kubernetes server may send
+    /// (`FieldManagerConflict`, ...).
+    #[serde(other)]
+    Other,
 }
 
 impl CauseType {
@@ -306,6 +332,7 @@ impl CauseType {
             CauseType::FieldValueTooLong => "Too long",
             CauseType::FieldValueTooMany => "Too many",
             CauseType::FieldValueTypeInvalid => "Invalid value",
+            CauseType::Other => "Error",
         }
     }
 }
@@ -315,7 +342,9 @@ impl CauseType {
 #[serde(deny_unknown_fields)]
 pub struct StatusCause {
     pub reason: CauseType,
+    #[serde(default, deserialize_with = "nullable")]
     pub message: String,
+    #[serde(default, deserialize_with = "nullable")]
     pub field: String,
 }
 
@@ -533,5 +562,35 @@ mod tests {
         );
         let back: List<String> = serde_json::from_value(v).unwrap();
         assert_eq!(back, l);
+    }
+
+    #[test]
+    fn watch_event_and_list_for_resource() {
+        let ev = WatchEvent {
+            type_: "ADDED".to_string(),
+            object: json!({"kind": "Pod"}),
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v, json!({"type": "ADDED", "object": {"kind": "Pod"}}));
+        assert_eq!(
+            serde_json::from_value::<WatchEvent<serde_json::Value>>(v).unwrap(),
+            ev
+        );
+        let pods = crate::resources::lookup("deploy").unwrap();
+        let l: List<u8> = List::for_resource(pods, "3".into(), vec![]);
+        assert_eq!(
+            (l.api_version.as_str(), l.kind.as_str()),
+            ("apps/v1", "DeploymentList")
+        );
+    }
+
+    #[test]
+    fn foreign_status_causes_decode() {
+        let c: StatusCause =
+            serde_json::from_value(json!({"reason": "FieldManagerConflict", "message": "m"}))
+                .unwrap();
+        assert_eq!(c.reason, CauseType::Other);
+        assert_eq!(c.field, "");
+        assert_eq!(CauseType::FieldValueRequired.summary(), "Required value");
     }
 }

@@ -2,12 +2,13 @@
 //! name the field by its Kubernetes path
 //! (`spec.containers[0].imagePullPolicyy: unknown field`).
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::apps::{Deployment, ReplicaSet};
+use crate::apps::{Deployment, ReplicaSet, Scale, ScaleSpec, ScaleStatus};
 use crate::core::{Endpoints, Event, Namespace, Node, ReplicationController, Service};
+use crate::labels::LabelSelector;
 use crate::meta::ObjectMeta;
 use crate::pod::Pod;
 use crate::resources::{self, KeyError, ResourceInfo};
@@ -110,6 +111,107 @@ impl Object {
         each_kind!(self, o => to_value(o))
     }
 }
+
+impl Object {
+    /// `spec.replicas` of a ReplicationController, ReplicaSet or Deployment
+    /// (`None` for other kinds; 1 when unset, the default).
+    pub fn replicas(&self) -> Option<i32> {
+        let r = match self {
+            Object::ReplicationController(o) => o.spec.replicas,
+            Object::ReplicaSet(o) => o.spec.replicas,
+            Object::Deployment(o) => o.spec.replicas,
+            _ => return None,
+        };
+        Some(r.unwrap_or(1))
+    }
+
+    /// Sets `spec.replicas`; false for a kind that has none.
+    pub fn set_replicas(&mut self, replicas: i32) -> bool {
+        let slot = match self {
+            Object::ReplicationController(o) => &mut o.spec.replicas,
+            Object::ReplicaSet(o) => &mut o.spec.replicas,
+            Object::Deployment(o) => &mut o.spec.replicas,
+            _ => return false,
+        };
+        *slot = Some(replicas);
+        true
+    }
+
+    /// The `autoscaling/v1` Scale of a ReplicationController, ReplicaSet or
+    /// Deployment, as its `/scale` subresource serves it.
+    pub fn scale(&self) -> Option<Scale> {
+        let (selector, observed) = match self {
+            Object::ReplicationController(o) => (
+                LabelSelector::from_labels(o.spec.selector.clone()),
+                o.status.as_ref().map(|s| s.replicas),
+            ),
+            Object::ReplicaSet(o) => (
+                o.spec.selector.clone().unwrap_or_default(),
+                o.status.as_ref().map(|s| s.replicas),
+            ),
+            Object::Deployment(o) => (
+                o.spec.selector.clone().unwrap_or_default(),
+                o.status.as_ref().map(|s| s.replicas),
+            ),
+            _ => return None,
+        };
+        let meta = self.metadata();
+        Some(Scale {
+            api_version: "autoscaling/v1".to_string(),
+            kind: "Scale".to_string(),
+            metadata: ObjectMeta {
+                name: meta.name.clone(),
+                namespace: meta.namespace.clone(),
+                uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
+                creation_timestamp: meta.creation_timestamp,
+                ..ObjectMeta::default()
+            },
+            spec: ScaleSpec {
+                replicas: self.replicas().unwrap_or(1),
+            },
+            status: Some(ScaleStatus {
+                replicas: observed.unwrap_or(0),
+                selector: selector.to_string(),
+            }),
+        })
+    }
+}
+
+impl Serialize for Object {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        each_kind!(self, o => o.serialize(serializer))
+    }
+}
+
+impl TryFrom<&Value> for Object {
+    type Error = DecodeError;
+    fn try_from(v: &Value) -> Result<Self, DecodeError> {
+        decode_object(v)
+    }
+}
+
+macro_rules! object_from {
+    ($($kind:ident),*) => {
+        $(impl From<$kind> for Object {
+            fn from(o: $kind) -> Self {
+                Object::$kind(o)
+            }
+        })*
+    };
+}
+
+object_from!(
+    Namespace,
+    Node,
+    Pod,
+    ReplicationController,
+    ReplicaSet,
+    Deployment,
+    Service,
+    Endpoints,
+    Event
+);
 
 fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("model types serialize to JSON")
@@ -300,5 +402,41 @@ mod tests {
             matches!(e, DecodeError::Field { ref path, .. } if path.is_empty()),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn scale_and_replicas() {
+        let mut d = decode_object(&json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "resourceVersion": "4"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}},
+            "status": {"replicas": 2}
+        }))
+        .unwrap();
+        let scale = d.scale().unwrap();
+        assert_eq!(
+            serde_json::to_value(&scale).unwrap(),
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                   "metadata": {"name": "web", "namespace": "default", "resourceVersion": "4"},
+                   "spec": {"replicas": 3}, "status": {"replicas": 2, "selector": "app=web"}})
+        );
+        assert!(d.set_replicas(5));
+        assert_eq!(d.replicas(), Some(5));
+        let rc = decode_object(&json!({"apiVersion": "v1", "kind": "ReplicationController",
+            "metadata": {"name": "r"}, "spec": {"selector": {"app": "r"}}}))
+        .unwrap();
+        assert_eq!(rc.replicas(), Some(1));
+        assert_eq!(rc.scale().unwrap().status.unwrap().selector, "app=r");
+        let mut p = Object::from(Pod::default());
+        assert_eq!(p.replicas(), None);
+        assert!(!p.set_replicas(1));
+        assert!(p.scale().is_none());
+    }
+
+    #[test]
+    fn serialize_matches_to_value() {
+        let obj = Object::try_from(&pod()).unwrap();
+        assert_eq!(serde_json::to_value(&obj).unwrap(), obj.to_value());
+        assert_eq!(obj.to_value(), pod());
     }
 }

@@ -76,6 +76,46 @@ pub struct PodSpec {
     pub hostname: Option<String>,
 }
 
+impl PodSpec {
+    /// What the pod asks the scheduler to reserve, per resource: the larger
+    /// of the sum of its containers' requests and the largest request of one
+    /// init container (init containers run one at a time, before the others).
+    pub fn total_requests(&self) -> BTreeMap<String, Quantity> {
+        let mut total: BTreeMap<String, Quantity> = BTreeMap::new();
+        for c in &self.containers {
+            for (name, q) in c.requests() {
+                *total.entry(name.clone()).or_default() += *q;
+            }
+        }
+        for c in &self.init_containers {
+            for (name, q) in c.requests() {
+                let slot = total.entry(name.clone()).or_default();
+                if *q > *slot {
+                    *slot = *q;
+                }
+            }
+        }
+        total
+    }
+}
+
+impl Pod {
+    /// Whether the pod's `Ready` condition is `True`.
+    pub fn is_ready(&self) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|s| s.condition("Ready"))
+            .is_some_and(|c| c.status == "True")
+    }
+}
+
+impl Container {
+    /// The container's resource requests (empty when it has none).
+    pub fn requests(&self) -> impl Iterator<Item = (&String, &Quantity)> {
+        self.resources.iter().flat_map(|r| r.requests.iter())
+    }
+}
+
 /// One container of a pod.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -268,8 +308,18 @@ pub struct PodStatus {
     pub pod_ips: Vec<PodIp>,
     #[serde(default, rename = "hostIP", skip_serializing_if = "Option::is_none")]
     pub host_ip: Option<String>,
+    #[serde(
+        default,
+        rename = "hostIPs",
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub host_ips: Vec<PodIp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// `Guaranteed`, `Burstable` or `BestEffort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos_class: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -540,5 +590,31 @@ mod tests {
             back["spec"],
             json!({"containers": [{"name": "c", "image": "i"}]})
         );
+    }
+
+    #[test]
+    fn total_requests_and_readiness() {
+        let pod: Pod = serde_json::from_value(json!({
+            "spec": {
+                "containers": [
+                    {"name": "a", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}},
+                    {"name": "b", "resources": {"requests": {"cpu": "500m"}}},
+                    {"name": "c"}
+                ],
+                "initContainers": [
+                    {"name": "i1", "resources": {"requests": {"cpu": "1", "memory": "32Mi"}}},
+                    {"name": "i2", "resources": {"requests": {"example.com/gpu": "1"}}}
+                ]
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "qosClass": "Burstable",
+                       "hostIPs": [{"ip": "192.168.1.10"}]}
+        }))
+        .unwrap();
+        let total = pod.spec.total_requests();
+        assert_eq!(total["cpu"].to_string(), "1");
+        assert_eq!(total["memory"].to_string(), "64Mi");
+        assert_eq!(total["example.com/gpu"].to_string(), "1");
+        assert!(pod.is_ready());
+        assert!(!Pod::default().is_ready());
     }
 }

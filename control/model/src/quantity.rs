@@ -105,13 +105,29 @@ impl Quantity {
         self.milli < 0
     }
 
-    /// The sum, or `None` beyond the 2^63-1 limit. Keeps `self`'s format.
-    pub fn checked_add(self, other: Quantity) -> Option<Quantity> {
-        let milli = self.milli.checked_add(other.milli)?;
-        (milli.abs() <= MAX_MILLI).then_some(Quantity { milli, ..self })
+    /// The format of a sum or difference: `self`'s, unless `self` is zero,
+    /// when it is `other`'s (as in Kubernetes, so that summing from zero
+    /// keeps the operands' format).
+    fn result_format(&self, other: &Quantity) -> QuantityFormat {
+        if self.milli == 0 {
+            other.format
+        } else {
+            self.format
+        }
     }
 
-    /// The difference, or `None` beyond the 2^63-1 limit. Keeps `self`'s format.
+    /// The sum, or `None` beyond the 2^63-1 limit. Keeps `self`'s format
+    /// (`other`'s when `self` is zero).
+    pub fn checked_add(self, other: Quantity) -> Option<Quantity> {
+        let milli = self.milli.checked_add(other.milli)?;
+        (milli.abs() <= MAX_MILLI).then_some(Quantity {
+            milli,
+            format: self.result_format(&other),
+        })
+    }
+
+    /// The difference, or `None` beyond the 2^63-1 limit; formatted as
+    /// [`checked_add`](Quantity::checked_add).
     pub fn checked_sub(self, other: Quantity) -> Option<Quantity> {
         self.checked_add(-other)
     }
@@ -338,14 +354,14 @@ impl Add for Quantity {
     fn add(self, rhs: Quantity) -> Quantity {
         Quantity {
             milli: self.milli + rhs.milli,
-            ..self
+            format: self.result_format(&rhs),
         }
     }
 }
 
 impl AddAssign for Quantity {
     fn add_assign(&mut self, rhs: Quantity) {
-        self.milli += rhs.milli;
+        *self = *self + rhs;
     }
 }
 
@@ -355,14 +371,14 @@ impl Sub for Quantity {
     fn sub(self, rhs: Quantity) -> Quantity {
         Quantity {
             milli: self.milli - rhs.milli,
-            ..self
+            format: self.result_format(&rhs),
         }
     }
 }
 
 impl SubAssign for Quantity {
     fn sub_assign(&mut self, rhs: Quantity) {
-        self.milli -= rhs.milli;
+        *self = *self - rhs;
     }
 }
 
@@ -524,6 +540,13 @@ mod tests {
         assert_eq!((q("1") - q("1500m")).to_string(), "-500m");
         let total: Quantity = ["100m", "200m", "0.7"].iter().map(|s| q(s)).sum();
         assert_eq!(total, q("1"));
+        let mem: Quantity = ["512Mi", "512Mi"].iter().map(|s| q(s)).sum();
+        assert_eq!(
+            mem.to_string(),
+            "1Gi",
+            "a sum from zero keeps the binary format"
+        );
+        assert_eq!((Quantity::default() - q("1Ki")).to_string(), "-1Ki");
         assert_eq!(q("1").checked_add(q("1")), Some(q("2")));
         assert_eq!(q("7Ei").checked_add(q("1Ei")), None);
         assert_eq!(q("1").checked_sub(q("3")), Some(q("-2")));
