@@ -4,7 +4,7 @@
 //!
 //! - namespaced objects: namespace `default` when empty;
 //! - pod specs (also inside templates): `restartPolicy: Always`,
-//!   `terminationGracePeriodSeconds: 30`, `protocol: TCP` on ports, and
+//!   `dnsPolicy: ClusterFirst`, `terminationGracePeriodSeconds: 30`, `protocol: TCP` on ports, and
 //!   `imagePullPolicy` `Always` for an image tagged `:latest` or untagged,
 //!   `IfNotPresent` otherwise; a resource limit without a request also
 //!   becomes the request;
@@ -80,6 +80,9 @@ pub fn default_pod(pod: &mut Pod) {
 pub fn default_pod_spec(spec: &mut PodSpec) {
     if spec.restart_policy.is_none() {
         spec.restart_policy = Some("Always".to_string());
+    }
+    if spec.dns_policy.is_none() {
+        spec.dns_policy = Some("ClusterFirst".to_string());
     }
     if spec.termination_grace_period_seconds.is_none() {
         spec.termination_grace_period_seconds = Some(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS);
@@ -240,6 +243,7 @@ mod tests {
         assert_eq!(v["metadata"]["namespace"], "default");
         assert_eq!(v["spec"]["restartPolicy"], "Always");
         assert_eq!(v["spec"]["terminationGracePeriodSeconds"], 30);
+        assert_eq!(v["spec"]["dnsPolicy"], "ClusterFirst");
         assert_eq!(v["spec"]["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(v["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
         assert_eq!(v["spec"]["containers"][1]["imagePullPolicy"], "Never");
@@ -370,5 +374,29 @@ mod tests {
             v["spec"]["containers"][0]["resources"]["requests"],
             json!({"cpu": "250m", "memory": "128Mi"})
         );
+    }
+
+    /// What `kubectl create deployment web --image=nginx --dry-run=client -o
+    /// yaml` and `kubectl create service nodeport web --tcp=80:80 --dry-run=client
+    /// -o yaml` print: decoded, defaulted and valid.
+    #[test]
+    fn kubectl_generated_manifests() {
+        let d = defaulted(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"creationTimestamp": null, "labels": {"app": "web"}, "name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "strategy": {},
+                     "template": {"metadata": {"creationTimestamp": null, "labels": {"app": "web"}},
+                                  "spec": {"containers": [{"image": "nginx", "name": "nginx", "resources": {}}]}}},
+            "status": {}
+        }));
+        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+        let s = defaulted(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"creationTimestamp": null, "labels": {"app": "web"}, "name": "web"},
+            "spec": {"ports": [{"name": "80-80", "port": 80, "protocol": "TCP", "targetPort": 80}],
+                     "selector": {"app": "web"}, "type": "NodePort"},
+            "status": {"loadBalancer": {}}
+        }));
+        assert_eq!(s["spec"]["type"], "NodePort");
     }
 }

@@ -74,6 +74,11 @@ pub struct PodSpec {
     pub termination_grace_period_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Accepted and kept so that manifests written by `kubectl run
+    /// --dry-run -o yaml` apply; skiff's pods use the node's resolver.
+    /// `ClusterFirst` (default), `ClusterFirstWithHostNet`, `Default`, `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_policy: Option<String>,
 }
 
 impl PodSpec {
@@ -616,5 +621,19 @@ mod tests {
         assert_eq!(total["example.com/gpu"].to_string(), "1");
         assert!(pod.is_ready());
         assert!(!Pod::default().is_ready());
+    }
+
+    /// What `kubectl run web --image=nginx --dry-run=client -o yaml` prints.
+    #[test]
+    fn kubectl_generated_pod() {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"creationTimestamp": null, "labels": {"run": "web"}, "name": "web"},
+            "spec": {"containers": [{"image": "nginx", "name": "web", "resources": {}}],
+                     "dnsPolicy": "ClusterFirst", "restartPolicy": "Always"},
+            "status": {}
+        }))
+        .unwrap();
+        assert_eq!(pod.spec.dns_policy.as_deref(), Some("ClusterFirst"));
     }
 }

@@ -29,6 +29,7 @@ pub const TOTAL_ANNOTATION_SIZE_LIMIT_BYTES: usize = 256 * 1024;
 pub const NODE_PORT_RANGE: std::ops::RangeInclusive<i32> = 30000..=32767;
 
 pub const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
+pub const DNS_POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
 pub const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
 pub const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
 pub const SERVICE_TYPES: &[&str] = &["ClusterIP", "NodePort"];
@@ -354,6 +355,9 @@ fn pod_spec(errs: &mut Errs, spec: &PodSpec, path: &str) {
     }
     if let Some(rp) = &spec.restart_policy {
         errs.one_of(&format!("{path}.restartPolicy"), rp, RESTART_POLICIES);
+    }
+    if let Some(dp) = &spec.dns_policy {
+        errs.one_of(&format!("{path}.dnsPolicy"), dp, DNS_POLICIES);
     }
     if let Some(g) = spec.termination_grace_period_seconds {
         errs.non_negative(&format!("{path}.terminationGracePeriodSeconds"), g);
@@ -1325,6 +1329,9 @@ mod tests {
             "spec.containers[0].imagePullPolicy",
             CauseType::FieldValueNotSupported,
         );
+        let mut v = pod();
+        v["spec"]["dnsPolicy"] = json!("Google");
+        assert_only(&v, "spec.dnsPolicy", CauseType::FieldValueNotSupported);
         let mut v = pod();
         v["spec"]["terminationGracePeriodSeconds"] = json!(-1);
         assert_only(
