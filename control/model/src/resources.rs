@@ -242,8 +242,8 @@ fn check_segment(field: &'static str, value: &str) -> Result<(), KeyError> {
 }
 
 /// Finds a resource by plural, singular, short name or kind, ignoring case,
-/// optionally qualified by its group (`deployments.apps`, `deploy.apps`) as
-/// the CLI accepts.
+/// optionally qualified by its group or version and group
+/// (`deployments.apps`, `deploy.v1.apps`) as the CLI accepts.
 pub fn lookup(name: &str) -> Option<&'static ResourceInfo> {
     let name = name.to_ascii_lowercase();
     let matches = |r: &ResourceInfo, n: &str| {
@@ -252,11 +252,14 @@ pub fn lookup(name: &str) -> Option<&'static ResourceInfo> {
             || r.short_names.contains(&n)
             || r.kind.eq_ignore_ascii_case(n)
     };
-    RESOURCES.iter().find(|r| matches(r, &name)).or_else(|| {
-        let (base, group) = name.split_once('.')?;
-        RESOURCES
-            .iter()
-            .find(|r| r.group == group && matches(r, base))
+    if let Some(r) = RESOURCES.iter().find(|r| matches(r, &name)) {
+        return Some(r);
+    }
+    let (base, rest) = name.split_once('.')?;
+    // `<name>.<group>` or `<name>.<version>.<group>`; the core group is `""`
+    // (`pods.v1.`).
+    RESOURCES.iter().find(|r| {
+        matches(r, base) && (rest == r.group || rest == format!("{}.{}", r.version, r.group))
     })
 }
 
@@ -391,6 +394,12 @@ mod tests {
         ] {
             assert_eq!(lookup(name).map(|r| r.kind), Some(kind), "{name}");
         }
+        assert_eq!(
+            lookup("deployments.v1.apps").map(|r| r.kind),
+            Some("Deployment")
+        );
+        assert_eq!(lookup("pods.v1.").map(|r| r.kind), Some("Pod"));
+        assert_eq!(lookup("deployments.v2.apps"), None);
         assert_eq!(lookup("pods.apps"), None);
         assert_eq!(lookup("widgets"), None);
         assert_eq!(lookup(""), None);

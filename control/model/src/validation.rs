@@ -1039,20 +1039,10 @@ pub fn validate_object_update(old: &Object, new: &Object) -> Vec<StatusCause> {
     match (old, new) {
         (Object::Pod(o), Object::Pod(n)) => pod_update(&mut errs, &o.spec, &n.spec),
         (Object::ReplicaSet(o), Object::ReplicaSet(n)) => {
-            immutable(
-                &mut errs,
-                "spec.selector",
-                &o.spec.selector,
-                &n.spec.selector,
-            );
+            immutable_selector(&mut errs, &o.spec.selector, &n.spec.selector);
         }
         (Object::Deployment(o), Object::Deployment(n)) => {
-            immutable(
-                &mut errs,
-                "spec.selector",
-                &o.spec.selector,
-                &n.spec.selector,
-            );
+            immutable_selector(&mut errs, &o.spec.selector, &n.spec.selector);
         }
         (Object::Service(o), Object::Service(n)) => {
             let old_ip = o.spec.cluster_ip.as_deref().unwrap_or("");
@@ -1069,6 +1059,14 @@ pub fn validate_object_update(old: &Object, new: &Object) -> Vec<StatusCause> {
 fn immutable<T: PartialEq + Debug>(errs: &mut Errs, field: &str, old: &T, new: &T) {
     if old != new {
         errs.invalid(field, new, "field is immutable");
+    }
+}
+
+/// A workload's selector may not change; the cause shows it as a string.
+fn immutable_selector(errs: &mut Errs, old: &Option<LabelSelector>, new: &Option<LabelSelector>) {
+    if old != new {
+        let shown = new.as_ref().map(ToString::to_string).unwrap_or_default();
+        errs.invalid("spec.selector", shown, "field is immutable");
     }
 }
 
@@ -1900,9 +1898,11 @@ mod tests {
         assert!(validate_object_update(&old_d, &decode(&d)).is_empty());
         d["spec"]["selector"] = json!({"matchLabels": {"app": "web", "x": "y"}});
         d["spec"]["template"]["metadata"]["labels"]["x"] = json!("y");
+        let c = validate_object_update(&old_d, &decode(&d));
+        assert_eq!(c[0].field, "spec.selector");
         assert_eq!(
-            validate_object_update(&old_d, &decode(&d))[0].field,
-            "spec.selector"
+            c[0].message,
+            "Invalid value: \"app=web,x=y\": field is immutable"
         );
 
         let mut s = service();
