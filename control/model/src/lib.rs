@@ -11,7 +11,7 @@
 //!   (`spec.containers[0].imagePullPolicyy: unknown field`).
 //! - [`defaults`] and [`validation`]: what the API server does to an object
 //!   before storing it (decode, default, validate), as Kubernetes does.
-//! - [`apply`]: server-side apply as a pure merge of JSON values.
+//! - [`apply`](mod@apply): server-side apply as a pure merge of JSON values.
 //! - [`resources`]: the resource table (names, short names, scope) and the
 //!   store key layout (`/registry/pods/<namespace>/<name>`).
 //! - [`labels`] and [`fields`]: label and field selectors.
