@@ -17,6 +17,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{Stream, TryStreamExt};
 use openraft::EntryPayload;
@@ -60,6 +61,11 @@ pub struct Shared {
     applied_tx: watch::Sender<u64>,
     /// What each commit wrote, for the watchers.
     events_tx: broadcast::Sender<Arc<Committed>>,
+    /// Bumped after every engine write that may change the alarms.
+    alarm_generation: AtomicU64,
+    /// The alarms as read at a generation: every write asks, so they are
+    /// read from the engine only after they may have changed.
+    alarm_cache: std::sync::Mutex<Option<(u64, Vec<(MemberId, i32)>)>>,
 }
 
 impl Shared {
@@ -102,6 +108,26 @@ impl Shared {
     /// When lease `id` expires (ms since the Unix epoch), if it exists.
     /// The raised alarms: (member, etcd AlarmType number).
     pub fn alarms(&self) -> io::Result<Vec<(MemberId, i32)>> {
+        // Read the generation before the engine: a value stored under it is
+        // at least as new as that generation.
+        let generation = self.alarm_generation.load(Ordering::Acquire);
+        let mut cache = self.alarm_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached_at, alarms)) = cache.as_ref()
+            && *cached_at == generation
+        {
+            return Ok(alarms.clone());
+        }
+        let alarms = self.read_alarms()?;
+        *cache = Some((generation, alarms.clone()));
+        Ok(alarms)
+    }
+
+    /// Marks the cached alarms stale; called after the engine write.
+    fn alarms_changed(&self) {
+        self.alarm_generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn read_alarms(&self) -> io::Result<Vec<(MemberId, i32)>> {
         let end = prefix_end(ALARM_PREFIX);
         let mut out = Vec::new();
         for item in self.mvcc.engine().scan(
@@ -235,6 +261,8 @@ impl StateMachine {
                 mvcc,
                 applied_tx,
                 events_tx,
+                alarm_generation: AtomicU64::new(0),
+                alarm_cache: std::sync::Mutex::new(None),
             }),
             snapshot_dir,
         })
@@ -466,10 +494,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Lease deadlines written by this batch, not yet in the engine.
         let mut deadlines = HashMap::new();
         let mut replies = Vec::with_capacity(entries.len());
+        let mut alarms_written = false;
         for (entry, responder) in entries {
             let reply = match &entry.payload {
                 EntryPayload::Blank => CommandReply::default(),
                 EntryPayload::Normal(command) => {
+                    alarms_written |= matches!(command, Command::Alarm { .. });
                     Self::apply_command(&mut batch, &mut extra, &mut deadlines, command)
                 }
                 EntryPayload::Membership(membership) => {
@@ -487,6 +517,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let committed = mvcc
             .commit(batch, extra, Durability::Buffered)
             .map_err(to_io)?;
+        if alarms_written {
+            self.shared.alarms_changed();
+        }
         if !committed.events.is_empty() {
             // No receiver is fine: nobody watches.
             let _ = self.shared.events_tx.send(Arc::new(committed));
@@ -550,6 +583,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.put(Cf::SmMeta, KEY_MEMBERSHIP, encode(&meta.last_membership)?);
         engine.write(batch, Durability::Sync).map_err(to_io)?;
         self.shared.mvcc.reload().map_err(to_io)?;
+        self.shared.alarms_changed();
         std::fs::write(&meta_path, encode(meta)?)?;
         Self::prune_snapshots(&self.snapshot_dir)?;
         self.shared

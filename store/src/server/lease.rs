@@ -71,7 +71,7 @@ fn io_status(e: std::io::Error) -> Status {
 }
 
 /// Renews lease `id` through raft; its granted TTL, or 0 when it is unknown.
-async fn keep_alive(member: &Member, id: i64) -> Result<i64, Status> {
+async fn keep_alive(member: &Arc<Member>, id: i64) -> Result<i64, Status> {
     let lookup = || {
         member
             .shared

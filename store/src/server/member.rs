@@ -11,6 +11,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::ReadPolicy;
 use skiff_proto::etcdserverpb::ResponseHeader;
 use skiff_proto::skiffraftpb::{ForwardRequest, ReadIndexRequest};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 use tonic::Status;
 
@@ -75,11 +76,95 @@ impl LeaderRequest {
 }
 
 /// The leader's answer to a read-index request.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ReadIndexOutcome {
     Index(u64),
     NotLeader { leader: Option<MemberId> },
     Failed { code: i32, message: String },
+}
+
+/// Reads waiting for a read-index round beyond this many are refused with
+/// "too many requests".
+const READ_QUEUE_LIMIT: usize = 65_536;
+
+/// The two kinds of read-index round.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadRound {
+    /// For a read served here: from the leader, this member or another.
+    Cluster,
+    /// For a follower that asked this member, which believes it leads.
+    Local,
+}
+
+/// Reads waiting for the next read-index round, and whether a task runs
+/// rounds. As etcd's linearizable read loop: one leadership confirmation
+/// serves every read that arrived before it started, so a hundred
+/// concurrent reads cost one round, not a hundred.
+#[derive(Debug, Default)]
+pub struct ReadQueue {
+    state: std::sync::Mutex<ReadQueueState>,
+}
+
+#[derive(Debug, Default)]
+struct ReadQueueState {
+    waiting: Vec<oneshot::Sender<ReadIndexOutcome>>,
+    running: bool,
+}
+
+impl ReadQueue {
+    /// Queues the caller for the next round. Also says whether the caller
+    /// must start the task that runs rounds (none runs).
+    fn join(&self) -> Result<(oneshot::Receiver<ReadIndexOutcome>, bool), ReadIndexOutcome> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.waiting.len() >= READ_QUEUE_LIMIT {
+            return Err(ReadIndexOutcome::Failed {
+                code: tonic::Code::ResourceExhausted as i32,
+                message: msg::TOO_MANY_REQUESTS.into(),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        state.waiting.push(tx);
+        let start = !std::mem::replace(&mut state.running, true);
+        Ok((rx, start))
+    }
+
+    /// Everyone queued, for the round about to start; `None`, and the task
+    /// marked stopped, when nobody is.
+    fn next_round(&self) -> Option<Vec<oneshot::Sender<ReadIndexOutcome>>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.waiting.is_empty() {
+            state.running = false;
+            return None;
+        }
+        Some(std::mem::take(&mut state.waiting))
+    }
+}
+
+/// How old a sample of the database size may be when a write is checked
+/// against the quota. Measuring lists the data directory and asks every
+/// column family; doing that for each write cost more than the write.
+const DB_SIZE_MAX_AGE: Duration = Duration::from_millis(100);
+
+/// The database size, measured at most every [`DB_SIZE_MAX_AGE`].
+#[derive(Debug, Default)]
+pub struct SizeSample {
+    last: std::sync::Mutex<Option<(Instant, u64)>>,
+}
+
+impl SizeSample {
+    /// The last sample if it is fresh enough, otherwise `measure()`.
+    fn get(&self, measure: impl FnOnce() -> u64) -> u64 {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match *last {
+            Some((at, size)) if now.duration_since(at) < DB_SIZE_MAX_AGE => size,
+            _ => {
+                let size = measure();
+                *last = Some((now, size));
+                size
+            }
+        }
+    }
 }
 
 /// Everything the services need to serve requests.
@@ -100,6 +185,12 @@ pub struct Member {
     /// state, as if they were serializable. Breaks linearizability; it exists
     /// so that the fault checker can show it catches stale reads.
     pub skip_read_index: bool,
+    /// Linearizable reads served here, waiting for a read index.
+    pub cluster_reads: ReadQueue,
+    /// Followers' read-index requests, waiting for this leader's round.
+    pub local_reads: ReadQueue,
+    /// The database size the quota check uses.
+    pub db_size: SizeSample,
 }
 
 /// etcd's AlarmType NOSPACE.
@@ -118,7 +209,7 @@ impl Member {
         if alarms.iter().any(|(_, alarm)| *alarm == ALARM_NOSPACE) {
             return Err(no_space());
         }
-        let size = self.shared.mvcc.engine().size_bytes();
+        let size = self.db_size.get(|| self.shared.mvcc.engine().size_bytes());
         if size + request_bytes as u64 > self.quota_bytes {
             tracing::warn!(
                 size,
@@ -368,33 +459,105 @@ impl Member {
     /// Waits until this member's state machine reflects every write
     /// acknowledged before the call: etcd's ReadIndex. The leader confirms
     /// its leadership with a quorum and names its commit index; this member
-    /// then waits to have applied that index.
-    pub async fn read_barrier(&self) -> Result<(), Status> {
+    /// then waits to have applied that index. Reads that arrive while a
+    /// read-index round runs share the next round ([`ReadQueue`]).
+    pub async fn read_barrier(self: &Arc<Self>) -> Result<(), Status> {
         if self.skip_read_index {
             tracing::trace!("read index skipped (--unsafe-skip-read-index)");
             return Ok(());
         }
         let deadline = Instant::now() + self.timing.request_timeout;
+        match self.read_index(ReadRound::Cluster, deadline).await {
+            ReadIndexOutcome::Index(index) => {
+                match timeout_at(deadline, self.shared.wait_applied(index)).await {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(unavailable(msg::TIMEOUT_APPLY)),
+                }
+            }
+            ReadIndexOutcome::Failed { code, message } => {
+                Err(Status::new(tonic::Code::from_i32(code), message))
+            }
+            // A cluster round retries until it finds a leader or gives up.
+            ReadIndexOutcome::NotLeader { .. } => Err(unavailable(msg::NO_LEADER)),
+        }
+    }
+
+    /// The read index of a round of `round`'s kind that starts after this
+    /// call: the caller queues, and one task per kind runs rounds for
+    /// everyone queued, one after another.
+    pub async fn read_index(
+        self: &Arc<Self>,
+        round: ReadRound,
+        deadline: Instant,
+    ) -> ReadIndexOutcome {
+        let queue = self.read_queue(round);
+        let (answer, start) = match queue.join() {
+            Ok(joined) => joined,
+            Err(full) => return full,
+        };
+        if start {
+            let member = Arc::clone(self);
+            tokio::spawn(async move { member.run_read_rounds(round).await });
+        }
+        match timeout_at(deadline, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => ReadIndexOutcome::Failed {
+                code: tonic::Code::Unavailable as i32,
+                message: msg::STOPPED.into(),
+            },
+            Err(_) => ReadIndexOutcome::Failed {
+                code: tonic::Code::Unavailable as i32,
+                message: msg::TIMEOUT.into(),
+            },
+        }
+    }
+
+    fn read_queue(&self, round: ReadRound) -> &ReadQueue {
+        match round {
+            ReadRound::Cluster => &self.cluster_reads,
+            ReadRound::Local => &self.local_reads,
+        }
+    }
+
+    /// Runs rounds until nobody waits. Each round answers every read that
+    /// queued before it began, never one that came later.
+    async fn run_read_rounds(self: Arc<Self>, round: ReadRound) {
+        let queue = self.read_queue(round);
+        while let Some(waiters) = queue.next_round() {
+            let deadline = Instant::now() + self.timing.request_timeout;
+            let outcome = match round {
+                ReadRound::Cluster => self.cluster_read_index(deadline).await,
+                ReadRound::Local => self.read_index_local(deadline).await,
+            };
+            tracing::trace!(?round, reads = waiters.len(), ?outcome, "read index round");
+            for waiter in waiters {
+                let _ = waiter.send(outcome.clone());
+            }
+        }
+    }
+
+    /// The read index from the leader, this member or another, trying the
+    /// next leader it learns of until `deadline`.
+    async fn cluster_read_index(&self, deadline: Instant) -> ReadIndexOutcome {
         let mut attempt = 0;
         loop {
-            let leader = self.pick_leader(attempt, deadline).await?;
+            let leader = match self.pick_leader(attempt, deadline).await {
+                Ok(leader) => leader,
+                Err(status) => {
+                    return ReadIndexOutcome::Failed {
+                        code: status.code() as i32,
+                        message: status.message().to_string(),
+                    };
+                }
+            };
             attempt += 1;
             let outcome = if leader == self.id {
                 self.read_index_local(deadline).await
             } else {
                 self.read_index_remote(leader, deadline).await
             };
-            match outcome {
-                ReadIndexOutcome::Index(index) => {
-                    return match timeout_at(deadline, self.shared.wait_applied(index)).await {
-                        Ok(()) => Ok(()),
-                        Err(_) => Err(unavailable(msg::TIMEOUT_APPLY)),
-                    };
-                }
-                ReadIndexOutcome::Failed { code, message } => {
-                    return Err(Status::new(tonic::Code::from_i32(code), message));
-                }
-                ReadIndexOutcome::NotLeader { .. } => {}
+            if !matches!(outcome, ReadIndexOutcome::NotLeader { .. }) {
+                return outcome;
             }
         }
     }

@@ -373,6 +373,9 @@ pub async fn run(config: MemberConfig, shutdown: CancellationToken) -> anyhow::R
         quota_bytes: config.quota_backend_bytes,
         membership_lock: tokio::sync::Mutex::new(()),
         skip_read_index: config.unsafe_skip_read_index,
+        cluster_reads: Default::default(),
+        local_reads: Default::default(),
+        db_size: Default::default(),
     });
     tracing::info!(
         member = %format_args!("{id:x}"),

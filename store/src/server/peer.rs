@@ -13,7 +13,7 @@ use skiff_proto::skiffraftpb::{
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::member::{ForwardOutcome, LeaderRequest, Member};
+use super::member::{ForwardOutcome, LeaderRequest, Member, ReadRound};
 use super::membership::ClusterInfo;
 use crate::raft::TypeConfig;
 use crate::raft::codec::{decode, encode};
@@ -140,7 +140,7 @@ impl RaftPeer for PeerService {
         _request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
         let deadline = Instant::now() + self.member.timing.request_timeout;
-        let outcome = self.member.read_index_local(deadline).await;
+        let outcome = self.member.read_index(ReadRound::Local, deadline).await;
         let payload = encode(&outcome).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ReadIndexResponse { payload }))
     }

@@ -15,6 +15,7 @@ pub mod msg {
     pub const TIMEOUT_APPLY: &str =
         "etcdserver: request timed out, waiting for the applied index took too long";
     pub const STOPPED: &str = "etcdserver: server stopped";
+    pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
     pub const NOT_LEADER: &str = "etcdserver: not leader";
     pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
     pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";

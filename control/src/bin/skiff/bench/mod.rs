@@ -609,7 +609,7 @@ mod tests {
             "--put-total times --watchers must be at most 10000000"
         );
         assert_eq!(
-            invalid(&["put", "--rate", "-1"]),
+            invalid(&["put", "--rate=-1"]),
             "--rate must be a number of requests per second, or 0 for no limit"
         );
         assert_eq!(
