@@ -13,6 +13,12 @@ use skiff_model::ResourceInfo;
 use super::objects::{self, Part, Stamp};
 use super::status::ApiError;
 
+/// The field manager under which kubectl, after a server-side apply,
+/// applies the last-applied annotation alone to take ownership of it.
+/// skiff keeps one applied manifest per object, in that annotation, so an
+/// apply by this manager changes nothing.
+pub const LAST_APPLIED_MANAGER: &str = "kubectl-last-applied";
+
 /// What an apply did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -166,7 +172,10 @@ spec:
         // A scale and a status written by others survive an apply of a
         // manifest that leaves replicas out.
         let mut no_replicas = manifest.clone();
-        no_replicas["spec"].as_object_mut().unwrap().remove("replicas");
+        no_replicas["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("replicas");
         let mut scaled = plan_create(deploy, "default", &no_replicas, &stamp()).unwrap();
         scaled["spec"]["replicas"] = json!(5);
         scaled["status"] = json!({"replicas": 5});

@@ -110,15 +110,27 @@ pub fn group(group: &str) -> Value {
     g
 }
 
+/// The kinds `kubectl get all` shows (the `all` category).
+fn in_category_all(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Pod" | "Service" | "ReplicationController" | "ReplicaSet" | "Deployment"
+    )
+}
+
 fn resource_json(r: &ResourceInfo) -> Value {
-    json!({
+    let mut v = json!({
         "name": r.plural,
         "singularName": r.singular,
         "namespaced": r.namespaced,
         "kind": r.kind,
         "verbs": VERBS,
         "shortNames": r.short_names,
-    })
+    });
+    if in_category_all(r.kind) {
+        v["categories"] = json!(["all"]);
+    }
+    v
 }
 
 /// `/api/v1`, `/apis/{group}/{version}`.

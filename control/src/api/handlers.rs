@@ -490,6 +490,14 @@ async fn server_side_apply(
     let precondition = objects::body_resource_version(&manifest)?;
     let dry = dry_run(&ctx.params)?;
     let key = key_of(resource, namespace, name)?;
+    if query_param(&ctx.params, "fieldManager") == Some(apply::LAST_APPLIED_MANAGER) {
+        let current = registry.get(&key).await.map_err(err)?;
+        return Ok(apply_response(
+            StatusCode::OK,
+            Outcome::Unchanged,
+            current.value,
+        ));
+    }
     for attempt in 1..=MAX_UPDATE_ATTEMPTS {
         let last = attempt == MAX_UPDATE_ATTEMPTS;
         match registry.get(&key).await {

@@ -5,6 +5,7 @@
 //! SIGTERM or SIGINT stop it cleanly: the listener closes, open watches end,
 //! requests in flight finish.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -34,6 +35,7 @@ fn init_tracing(format: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
