@@ -169,6 +169,11 @@ pub async fn read_list(
 ) -> Result<(Vec<Value>, i64, Option<Continue>), ApiError> {
     let exact = opts.exact || opts.limit.is_some();
     let (mut start, mut revision) = match &opts.continue_from {
+        Some(c) if !c.last_key.starts_with(prefix) => {
+            return Err(ApiError::BadRequest(
+                "the continue token is not for this list".to_string(),
+            ));
+        }
         Some(c) => (Some(c.last_key.clone()), Some(c.revision)),
         None => (None, opts.resource_version.filter(|_| exact)),
     };

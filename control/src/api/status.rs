@@ -219,7 +219,17 @@ impl IntoResponse for ApiError {
         if code.is_server_error() {
             tracing::warn!(code = code.as_u16(), error = %self, "request failed");
         }
-        super::json_response(code, &self.to_status())
+        let too_large = matches!(self, ApiError::TooLarge(_));
+        let mut response = super::json_response(code, &self.to_status());
+        if too_large {
+            // The rest of the body was not read: the connection cannot
+            // carry another request.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
