@@ -962,6 +962,49 @@ async fn kubectl_against_the_server() {
         out.success().lines()[1].split_whitespace().nth(1),
         Some("0/5")
     );
+    let json_patch = r#"[{"op": "replace", "path": "/spec/replicas", "value": 2}]"#;
+    let out = control
+        .kubectl(
+            &[
+                "patch",
+                "deploy",
+                "nginx-deployment",
+                "--type=json",
+                "-p",
+                json_patch,
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        out.success().stdout.trim(),
+        "deployment.apps/nginx-deployment patched"
+    );
+    let out = control
+        .kubectl(
+            &[
+                "patch",
+                "deploy",
+                "nginx-deployment",
+                "-p",
+                r#"{"metadata": {"labels": {"tier": "web"}}}"#,
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        out.success().stdout.trim(),
+        "deployment.apps/nginx-deployment patched"
+    );
+    let d = api
+        .get(&format!("{DEPLOYMENTS}/nginx-deployment"))
+        .await
+        .expect(200);
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(
+        d["metadata"]["labels"],
+        json!({"app": "nginx", "tier": "web"})
+    );
 
     let svc_file = write("svc.yaml", MY_SERVICE);
     let out = control.kubectl(&["apply", "-f", &svc_file], None).await;

@@ -16,7 +16,7 @@ use skiff_model::{ResourceInfo, Scale, decode_object};
 use super::apply::{self, Outcome};
 use super::discovery::{self, has_scale, has_status};
 use super::objects::{self, Part, Stamp};
-use super::patch::{merge_patch, strategic_merge_patch};
+use super::patch::{json_patch, merge_patch, strategic_merge_patch};
 use super::registry::{
     LIST_PAGE_SIZE, MAX_UPDATE_ATTEMPTS, Registry, RegistryError, Stored, set_resource_version,
 };
@@ -430,6 +430,8 @@ fn patched(
 ) -> Result<Value, ApiError> {
     match format {
         BodyFormat::MergePatch => Ok(merge_patch(current, patch)),
+        BodyFormat::JsonPatch => json_patch(current, patch)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}"))),
         BodyFormat::StrategicMergePatch => strategic_merge_patch(resource.kind, current, patch)
             .map_err(|e| ApiError::BadRequest(format!("invalid strategic merge patch: {e}"))),
         BodyFormat::Json | BodyFormat::Apply => Err(ApiError::UnsupportedMediaType),
@@ -449,9 +451,13 @@ async fn patch(
         return server_side_apply(server, p, name, ctx).await;
     }
     let patch = json_body(&ctx.body)?;
-    if !patch.is_object() {
+    let shape_ok = match format {
+        BodyFormat::JsonPatch => patch.is_array(),
+        _ => patch.is_object(),
+    };
+    if !shape_ok {
         return Err(ApiError::BadRequest(
-            "a patch must be a JSON object".to_string(),
+            "a JSON patch is a list of operations; other patches are JSON objects".to_string(),
         ));
     }
     let precondition = objects::body_resource_version(&patch)?;

@@ -1,7 +1,8 @@
 //! Patches, as pure functions on JSON: JSON merge patch (RFC 7386,
-//! `application/merge-patch+json`) and Kubernetes' strategic merge patch
-//! (`application/strategic-merge-patch+json`, what `kubectl apply` sends
-//! for an object that exists).
+//! `application/merge-patch+json`), JSON patch (RFC 6902,
+//! `application/json-patch+json`, `kubectl patch --type=json`) and
+//! Kubernetes' strategic merge patch (`application/strategic-merge-patch+json`,
+//! what `kubectl apply` sends for an object that exists).
 //!
 //! The strategic merge patch is a merge patch in which lists with a merge
 //! key merge element by element (`containers` by `name`, container `ports`
@@ -30,6 +31,119 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Value {
         }
     }
     Value::Object(result)
+}
+
+/// The tokens of a JSON pointer (RFC 6901): `/a/b~1c/0` is `a`, `b/c`, `0`.
+fn pointer(path: &str) -> Result<Vec<String>, String> {
+    if path.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| format!("invalid JSON pointer {path:?}"))?;
+    Ok(rest
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect())
+}
+
+fn index(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
+    if allow_end && token == "-" {
+        return Ok(len);
+    }
+    let i: usize = token
+        .parse()
+        .map_err(|_| format!("invalid array index {token:?}"))?;
+    if i > len || (!allow_end && i == len) {
+        return Err(format!("array index {i} out of bounds"));
+    }
+    Ok(i)
+}
+
+fn get_mut<'a>(doc: &'a mut Value, tokens: &[String]) -> Result<&'a mut Value, String> {
+    tokens.iter().try_fold(doc, |v, t| match v {
+        Value::Object(m) => m.get_mut(t).ok_or_else(|| format!("no field {t:?}")),
+        Value::Array(a) => {
+            let len = a.len();
+            Ok(&mut a[index(t, len, false)?])
+        }
+        _ => Err(format!("cannot descend into {t:?}")),
+    })
+}
+
+fn add(doc: &mut Value, tokens: &[String], value: Value) -> Result<(), String> {
+    let Some((last, parent)) = tokens.split_last() else {
+        *doc = value;
+        return Ok(());
+    };
+    match get_mut(doc, parent)? {
+        Value::Object(m) => {
+            m.insert(last.clone(), value);
+        }
+        Value::Array(a) => {
+            let i = index(last, a.len(), true)?;
+            a.insert(i, value);
+        }
+        _ => return Err(format!("cannot add {last:?} to a scalar")),
+    }
+    Ok(())
+}
+
+fn remove(doc: &mut Value, tokens: &[String]) -> Result<Value, String> {
+    let (last, parent) = tokens
+        .split_last()
+        .ok_or_else(|| "cannot remove the whole object".to_string())?;
+    match get_mut(doc, parent)? {
+        Value::Object(m) => m.remove(last).ok_or_else(|| format!("no field {last:?}")),
+        Value::Array(a) => {
+            let i = index(last, a.len(), false)?;
+            Ok(a.remove(i))
+        }
+        _ => Err(format!("cannot remove {last:?} from a scalar")),
+    }
+}
+
+/// RFC 6902: applies the operations in order; any failing operation fails
+/// the whole patch.
+pub fn json_patch(target: &Value, ops: &Value) -> Result<Value, String> {
+    let ops = ops
+        .as_array()
+        .ok_or_else(|| "a JSON patch is a list of operations".to_string())?;
+    let mut doc = target.clone();
+    for op in ops {
+        let field = |f: &str| op.get(f).and_then(Value::as_str);
+        let path = pointer(field("path").ok_or("an operation has no path")?)?;
+        let value = || op.get("value").cloned().ok_or("an operation has no value");
+        match field("op").unwrap_or("") {
+            "add" => add(&mut doc, &path, value()?)?,
+            "remove" => {
+                remove(&mut doc, &path)?;
+            }
+            "replace" => {
+                *get_mut(&mut doc, &path)? = value()?;
+            }
+            "move" => {
+                let from = pointer(field("from").ok_or("move has no from")?)?;
+                let v = remove(&mut doc, &from)?;
+                add(&mut doc, &path, v)?;
+            }
+            "copy" => {
+                let from = pointer(field("from").ok_or("copy has no from")?)?;
+                let v = get_mut(&mut doc, &from)?.clone();
+                add(&mut doc, &path, v)?;
+            }
+            "test" => {
+                if *get_mut(&mut doc, &path)? != value()? {
+                    return Err(format!(
+                        "test failed at {}",
+                        field("path").unwrap_or_default()
+                    ));
+                }
+            }
+            other => return Err(format!("unknown operation {other:?}")),
+        }
+    }
+    Ok(doc)
 }
 
 /// The merge key of the list named `field` under the map at `parent_path`
@@ -217,6 +331,34 @@ mod tests {
             json!({"a": "z", "c": {"d": "e"}, "l": [3]})
         );
         assert_eq!(merge_patch(&json!({"a": 1}), &json!([1])), json!([1]));
+    }
+
+    #[test]
+    fn json_patch_rfc6902() {
+        let doc = json!({"metadata": {"labels": {"a/b": "1"}}, "spec": {"list": [1, 2]}});
+        let ops = json!([
+            {"op": "add", "path": "/spec/list/1", "value": 9},
+            {"op": "add", "path": "/spec/list/-", "value": 3},
+            {"op": "replace", "path": "/metadata/labels/a~1b", "value": "2"},
+            {"op": "copy", "from": "/metadata/labels", "path": "/spec/copied"},
+            {"op": "move", "from": "/spec/copied", "path": "/spec/moved"},
+            {"op": "test", "path": "/spec/list/0", "value": 1},
+            {"op": "remove", "path": "/spec/list/0"}
+        ]);
+        let out = json_patch(&doc, &ops).unwrap();
+        assert_eq!(out["spec"]["list"], json!([9, 2, 3]));
+        assert_eq!(out["metadata"]["labels"]["a/b"], "2");
+        assert_eq!(out["spec"]["moved"], json!({"a/b": "2"}));
+        assert!(out["spec"].get("copied").is_none());
+        for bad in [
+            json!([{"op": "remove", "path": "/nope"}]),
+            json!([{"op": "test", "path": "/spec/list/0", "value": 5}]),
+            json!([{"op": "replace", "path": "/spec/list/7", "value": 5}]),
+            json!([{"op": "frob", "path": "/spec"}]),
+            json!({"op": "add"}),
+        ] {
+            assert!(json_patch(&doc, &bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -308,6 +308,8 @@ pub fn query_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a
 pub enum BodyFormat {
     Json,
     MergePatch,
+    /// RFC 6902 JSON patch.
+    JsonPatch,
     StrategicMergePatch,
     /// Server-side apply: YAML or JSON.
     Apply,
@@ -325,6 +327,7 @@ pub fn body_format(content_type: Option<&str>) -> Option<BodyFormat> {
     match media.as_str() {
         "application/json" | "" => Some(BodyFormat::Json),
         "application/merge-patch+json" => Some(BodyFormat::MergePatch),
+        "application/json-patch+json" => Some(BodyFormat::JsonPatch),
         "application/strategic-merge-patch+json" => Some(BodyFormat::StrategicMergePatch),
         "application/apply-patch+yaml" | "application/apply-patch+json" => Some(BodyFormat::Apply),
         _ => None,
