@@ -1058,6 +1058,16 @@ async fn kubectl_against_the_server() {
     assert_eq!(row[..3], ["node-1", "Ready", "<none>"]);
     assert_eq!(row[4], "skiff-0.1.0");
 
+    let out = control.kubectl(&["get", "all"], None).await;
+    let text = &out.success().stdout;
+    for needle in [
+        "deployment.apps/nginx-deployment",
+        "service/my-service",
+        "replicationcontroller/nginx",
+        "pod/web",
+    ] {
+        assert!(text.contains(needle), "{needle} in\n{text}");
+    }
     let out = control.kubectl(&["get", "ns"], None).await;
     assert!(out.success().stdout.contains("default"), "{out}");
     let out = control.kubectl(&["get", "pod", "nope"], None).await;

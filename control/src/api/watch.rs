@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use skiff_model::ResourceInfo;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument as _;
 
 use super::registry::{Change, RegistryError, set_resource_version};
 use super::request::ListOptions;
@@ -108,7 +109,7 @@ pub async fn watch(
             line(type_, object)
         }
     };
-    tokio::spawn(async move {
+    let task = async move {
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut bookmarks = tokio::time::interval(BOOKMARK_INTERVAL);
@@ -166,7 +167,8 @@ pub async fn watch(
                 }
             }
         }
-    });
+    };
+    tokio::spawn(task.instrument(tracing::Span::current()));
     let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(
