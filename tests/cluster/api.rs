@@ -353,6 +353,31 @@ async fn watch_from_revision_and_after_compaction() {
     assert!(short.next(EVENT_TIMEOUT).await.is_none());
 }
 
+/// A watch that allows bookmarks gets one, with a resourceVersion no
+/// older than the last event sent.
+#[tokio::test]
+async fn watch_bookmarks() {
+    let (_cluster, control) = start().await;
+    let api = control.api();
+    let a = api.post(PODS, &pod("a", json!({}))).await.expect(201);
+    let mut watch = api
+        .watch(&format!(
+            "{PODS}?watch=true&allowWatchBookmarks=true&resourceVersion={}",
+            rv_of(&a)
+        ))
+        .await;
+    let b = api.post(PODS, &pod("b", json!({}))).await.expect(201);
+    let ev = watch.next(EVENT_TIMEOUT).await.unwrap();
+    assert_eq!(
+        (ev["type"].as_str(), rv_of(&ev["object"])),
+        (Some("ADDED"), rv_of(&b))
+    );
+    let bookmark = watch.next(EVENT_TIMEOUT).await.unwrap();
+    assert_eq!(bookmark["type"], "BOOKMARK", "{bookmark}");
+    assert_eq!(bookmark["object"]["kind"], "Pod");
+    assert!(rv_of(&bookmark["object"]) >= rv_of(&b), "{bookmark}");
+}
+
 /// Label and field selectors filter lists and watches; an object that
 /// leaves the selection is sent as DELETED, one that enters it as ADDED.
 #[tokio::test]
@@ -888,6 +913,19 @@ async fn kubectl_against_the_server() {
     let got = api.get(&format!("{PODS}/web")).await.expect(200);
     assert_eq!(got["spec"]["containers"][0]["image"], "nginx:1.16.1");
 
+    let dry = write(
+        "pod3.yaml",
+        &NGINX_POD
+            .replace("name: nginx\nspec", "name: web\nspec")
+            .replace("1.14.2", "1.17.0"),
+    );
+    let out = control
+        .kubectl(&["apply", "--dry-run=server", "-f", &dry], None)
+        .await;
+    assert_eq!(
+        out.success().stdout.trim(),
+        "pod/web configured (server dry run)"
+    );
     let out = control.kubectl(&["get", "pods"], None).await;
     let lines = out.success().lines();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
