@@ -651,6 +651,19 @@ async fn bad_input_writes_nothing() {
     assert_eq!(kv.mod_revision, rv_of(&created));
     let r = api.get("/api/v1/namespaces/default/widgets").await;
     assert_eq!(r.status.as_u16(), 404);
+    let r = api.delete("/api/v1/namespaces/default").await;
+    assert_eq!(r.status.as_u16(), 403);
+    assert_eq!(r.body["reason"], "Forbidden");
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            &format!("{PODS}/web"),
+            "application/json",
+            Some("{}".into()),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 405);
+    assert_eq!(r.body["reason"], "MethodNotAllowed");
 }
 
 /// The status subresource changes only status, main-resource writes keep

@@ -338,7 +338,6 @@ async fn create(server: &ApiServer, p: &ResourcePath, ctx: &Ctx) -> Result<Respo
 /// resourceVersion it was based on (`precondition`): then the race is a
 /// 409. A change that changes nothing writes nothing. An object being
 /// deleted whose last finalizer goes is deleted.
-#[allow(clippy::too_many_arguments)]
 async fn update_loop(
     server: &ApiServer,
     resource: &'static ResourceInfo,
@@ -624,6 +623,11 @@ async fn delete(
     let registry = server.registry();
     let err = |e| ApiError::from_registry(e, resource, name);
     let opts = delete_options(ctx)?;
+    if resource.kind == "Namespace" && name == super::DEFAULT_NAMESPACE {
+        return Err(ApiError::Forbidden(format!(
+            "namespaces {name:?} is forbidden: this namespace may not be deleted"
+        )));
+    }
     let key = key_of(resource, p.object_namespace(), name)?;
     for attempt in 1..=MAX_UPDATE_ATTEMPTS {
         let last = attempt == MAX_UPDATE_ATTEMPTS;
