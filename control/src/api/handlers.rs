@@ -159,8 +159,9 @@ async fn ensure_namespace(server: &ApiServer, namespace: &str) -> Result<(), Api
 }
 
 /// Reads the objects under `prefix` that `opts` selects, in pages of at
-/// most [`LIST_PAGE_SIZE`] keys at one revision: at most `opts.limit` of
-/// them, with a continue token when more remain.
+/// most [`LIST_PAGE_SIZE`] keys (fewer when a limit needs fewer) at one
+/// revision: at most `opts.limit` of them, with a continue token when more
+/// remain.
 pub async fn read_list(
     registry: &Registry,
     resource: &'static ResourceInfo,
@@ -180,8 +181,12 @@ pub async fn read_list(
     let mut items = Vec::new();
     let mut next = None;
     'pages: loop {
+        let page_size = match opts.limit {
+            Some(limit) => (limit - items.len() as i64).clamp(1, LIST_PAGE_SIZE),
+            None => LIST_PAGE_SIZE,
+        };
         let page = registry
-            .list_page(prefix, start.as_deref(), revision, LIST_PAGE_SIZE)
+            .list_page(prefix, start.as_deref(), revision, page_size)
             .await
             .map_err(|e| match e {
                 RegistryError::Compacted { .. } if opts.continue_from.is_some() => ApiError::Expired(
