@@ -97,14 +97,12 @@ impl ApiServer {
         let key = namespaces
             .key("", DEFAULT_NAMESPACE)
             .expect("default is a valid name");
+        let body = json!({"apiVersion": "v1", "kind": "Namespace",
+                          "metadata": {"name": DEFAULT_NAMESPACE}});
+        let object = objects::prepare_create(namespaces, "", &body, &objects::Stamp::now())
+            .expect("the default namespace is a valid object");
         loop {
-            let body = json!({"apiVersion": "v1", "kind": "Namespace",
-                              "metadata": {"name": DEFAULT_NAMESPACE}});
-            let result =
-                match objects::prepare_create(namespaces, "", &body, &objects::Stamp::now()) {
-                    Ok(object) => self.registry.create(&key, &object).await,
-                    Err(e) => unreachable!("the default namespace is valid: {e}"),
-                };
+            let result = self.registry.create(&key, &object).await;
             match result {
                 Ok(_) => tracing::info!(
                     namespace = DEFAULT_NAMESPACE,
