@@ -1181,3 +1181,36 @@ async fn discovery_and_shutdown() {
     control.stop().await;
     assert!(watch.next(EVENT_TIMEOUT).await.is_none());
 }
+
+/// API servers keep no state: two of them against a three-member store
+/// serve the same objects, a watch on one sees writes through the other,
+/// and of two updates from one version, one through each, exactly one wins.
+#[tokio::test]
+async fn two_servers_share_one_store() {
+    let cluster = Cluster::start(3).await;
+    let first = Control::start(&cluster).await;
+    let second = Control::start(&cluster).await;
+    let (a, b) = (first.api(), second.api());
+    let created = a.post(PODS, &pod("web", json!({}))).await.expect(201);
+    let read = b.get(&format!("{PODS}/web")).await.expect(200);
+    assert_eq!(read, created);
+    let mut watch = b
+        .watch(&format!(
+            "{PODS}?watch=true&resourceVersion={}",
+            rv_of(&created)
+        ))
+        .await;
+    let mut one = created.clone();
+    one["metadata"]["labels"] = json!({"by": "first"});
+    let mut two = created.clone();
+    two["metadata"]["labels"] = json!({"by": "second"});
+    let path = format!("{PODS}/web");
+    let (r1, r2) = tokio::join!(a.put(&path, &one), b.put(&path, &two));
+    let mut codes = [r1.status.as_u16(), r2.status.as_u16()];
+    codes.sort();
+    assert_eq!(codes, [200, 409]);
+    let winner = if r1.status.as_u16() == 200 { r1 } else { r2 };
+    let ev = watch.next(EVENT_TIMEOUT).await.unwrap();
+    assert_eq!(ev["type"], "MODIFIED");
+    assert_eq!(ev["object"], winner.body);
+}
