@@ -1214,3 +1214,56 @@ async fn two_servers_share_one_store() {
     assert_eq!(ev["type"], "MODIFIED");
     assert_eq!(ev["object"], winner.body);
 }
+
+/// A watch through the API server outlives the store member serving it:
+/// members are killed and restarted one after the other while pods are
+/// created, and the watch sees each creation once, in order.
+#[tokio::test]
+async fn watch_survives_store_member_failures() {
+    let mut cluster = Cluster::start(3).await;
+    let control = Control::start(&cluster).await;
+    let api = control.api();
+    let first = api.post(PODS, &pod("first", json!({}))).await.expect(201);
+    let mut watch = api
+        .watch(&format!(
+            "{PODS}?watch=true&resourceVersion={}",
+            rv_of(&first)
+        ))
+        .await;
+    let mut names = Vec::new();
+    for i in 0..cluster.len() {
+        cluster.kill(i).await;
+        let name = format!("p{i}");
+        // A create may time out while a leader is elected: try until it is
+        // there (a 409 means an earlier try was applied).
+        skiff_tests::wait_for(
+            format!("create {name}"),
+            skiff_tests::LEADER_TIMEOUT,
+            async || {
+                let r = api.post(PODS, &pod(&name, json!({}))).await;
+                matches!(r.status.as_u16(), 201 | 409)
+            },
+        )
+        .await;
+        names.push(name);
+        cluster.restart(i).await;
+        cluster.wait_for_leader(skiff_tests::LEADER_TIMEOUT).await;
+    }
+    api.post(PODS, &pod("last", json!({}))).await.expect(201);
+    names.push("last".to_string());
+    let mut previous = rv_of(&first);
+    for name in &names {
+        let ev = watch.next(EVENT_TIMEOUT).await.expect("the watch goes on");
+        assert_eq!(ev["type"], "ADDED", "{ev}");
+        assert_eq!(ev["object"]["metadata"]["name"], name.as_str(), "{ev}");
+        let rv = rv_of(&ev["object"]);
+        assert!(rv > previous, "revisions go up: {rv} after {previous}");
+        previous = rv;
+    }
+    // Every member was killed once, so the one serving the watch was too.
+    assert!(
+        control.log_tail(500).contains("watch resumed"),
+        "{}",
+        control.log_tail(50)
+    );
+}

@@ -12,7 +12,9 @@
 //!
 //! [`decide`] (which event, if any, a change makes) is pure; the stream is a
 //! task feeding a bounded channel, ended by `timeoutSeconds`, the client
-//! going away, or shutdown.
+//! going away, or shutdown. When the store member serving it fails, the
+//! task watches again from the revision after the last change it saw, on
+//! another member: the client sees every change once and in order.
 
 use std::time::Duration;
 
@@ -24,15 +26,19 @@ use serde_json::{Value, json};
 use skiff_model::ResourceInfo;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::registry::{Change, RegistryError, set_resource_version};
+use super::registry::{Change, Registry, RegistryError, WatchStream, set_resource_version};
 use super::request::ListOptions;
 use super::status::ApiError;
 use super::{ApiServer, handlers, table};
 
 /// Events buffered between the store and a slow client.
 pub const WATCH_CHANNEL_CAPACITY: usize = 256;
+/// Attempts to reopen a store watch that broke, and the pause between two.
+pub const WATCH_RESUME_ATTEMPTS: u32 = 20;
+pub const WATCH_RESUME_PAUSE: Duration = Duration::from_millis(250);
 /// How often a watch that asked for bookmarks gets one.
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -53,6 +59,32 @@ pub fn decide(change: &Change, matches: impl Fn(&Value) -> bool) -> Option<(&'st
             Some(("DELETED", gone))
         }
         None => None,
+    }
+}
+
+/// Reopens a store watch from `revision`, trying at most
+/// [`WATCH_RESUME_ATTEMPTS`] times; `Ok(None)` on shutdown.
+async fn resume(
+    registry: &Registry,
+    prefix: &str,
+    revision: i64,
+    shutdown: &CancellationToken,
+) -> Result<Option<WatchStream>, RegistryError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match registry.watch(prefix, revision).await {
+            Ok(stream) => {
+                tracing::info!(revision, attempt, "watch resumed");
+                return Ok(Some(stream));
+            }
+            Err(e) if attempt >= WATCH_RESUME_ATTEMPTS => return Err(e),
+            Err(e) => tracing::debug!(error = %e, attempt, "watch not resumed yet"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(WATCH_RESUME_PAUSE) => {}
+        }
     }
 }
 
@@ -149,14 +181,27 @@ pub async fn watch(
                         }
                     }
                 }
-                Ok(None) => return,
                 Err(RegistryError::Compacted { revision }) => {
                     let e = ApiError::Expired(format!(
-                        "too old resource version: {} ({revision})",
-                        start - 1
+                        "too old resource version: {last_revision} ({revision})"
                     ));
                     let _ = tx.send(Ok(error_line(&e))).await;
                     return;
+                }
+                // The store member serving the stream went away (or ended
+                // it): go on from the next revision on another member.
+                Ok(None) | Err(RegistryError::Unavailable(_) | RegistryError::Store(_)) => {
+                    match resume(&registry, &prefix, last_revision + 1, &shutdown).await {
+                        Ok(Some(resumed)) => stream = resumed,
+                        Ok(None) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, revision = last_revision + 1, "cannot resume the watch");
+                            let _ = tx
+                                .send(Ok(error_line(&ApiError::from_registry(e, resource, ""))))
+                                .await;
+                            return;
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "watch ended by the store");
