@@ -173,6 +173,15 @@ async fn create_get_list_at_revision() {
     assert_eq!(rv_of(&then), list_rv);
     let all = api.get("/api/v1/pods").await.expect(200);
     assert_eq!(names(&all), ["db", "web"]);
+    let mut generated = pod("", json!({}));
+    generated["metadata"] = json!({"generateName": "web-"});
+    let generated = api.post(PODS, &generated).await.expect(201);
+    let name = generated["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(
+        name.starts_with("web-") && name.len() == "web-".len() + 5,
+        "{name}"
+    );
+    api.delete(&format!("{PODS}/{name}")).await.expect(200);
     let missing = api.get(&format!("{PODS}/nope")).await;
     assert_eq!(missing.status.as_u16(), 404);
     assert_eq!(missing.body["message"], "pods \"nope\" not found");
