@@ -210,6 +210,29 @@ async fn create_get_list_at_revision() {
         .expect(201);
     let prod = api.get("/api/v1/namespaces/prod/pods").await.expect(200);
     assert_eq!(names(&prod), ["web"]);
+    // Deleting a namespace deletes what is in it.
+    let deleted = api.delete("/api/v1/namespaces/prod").await.expect(200);
+    assert_eq!(deleted["status"]["phase"], "Terminating");
+    assert!(
+        cluster
+            .must_get(0, "/registry/pods/prod/web")
+            .await
+            .is_none()
+    );
+    assert!(
+        cluster
+            .must_get(0, "/registry/namespaces/prod")
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        api.post("/api/v1/namespaces/prod/pods", &pod("web", json!({})))
+            .await
+            .status
+            .as_u16(),
+        404
+    );
+    assert_eq!(names(&api.get(PODS).await.expect(200)), ["db", "web"]);
 }
 
 /// An update with a stale resourceVersion is refused with Kubernetes'

@@ -152,6 +152,9 @@ fn object_response(
 async fn ensure_namespace(server: &ApiServer, namespace: &str) -> Result<(), ApiError> {
     let key = key_of(namespaces(), "", namespace)?;
     match server.registry().get(&key).await {
+        Ok(ns) if objects::is_terminating(&ns.value) => Err(ApiError::Forbidden(format!(
+            "unable to create new content in namespace {namespace} because it is being terminated"
+        ))),
         Ok(_) => Ok(()),
         Err(RegistryError::NotFound) => Err(ApiError::NamespaceNotFound(namespace.to_string())),
         Err(e) => Err(ApiError::from_registry(e, namespaces(), namespace)),
@@ -576,6 +579,50 @@ async fn server_side_apply(
     Err(err(RegistryError::Conflict))
 }
 
+/// Rounds of deleting a terminating namespace's content before giving up
+/// on a namespace that keeps getting new objects.
+const EMPTY_NAMESPACE_ROUNDS: u32 = 5;
+
+/// Deletes every object in namespace `ns`, until a check finds none left
+/// (a create that passed its namespace check before the namespace was
+/// marked terminating may land meanwhile).
+async fn empty_namespace(registry: &Registry, ns: &str) -> Result<(), ApiError> {
+    let namespaced: Vec<&'static ResourceInfo> = skiff_model::RESOURCES
+        .iter()
+        .filter(|r| r.namespaced)
+        .collect();
+    for _ in 0..EMPTY_NAMESPACE_ROUNDS {
+        let mut left = 0;
+        for r in &namespaced {
+            let prefix = r.prefix(Some(ns));
+            let deleted = registry
+                .delete_prefix(&prefix)
+                .await
+                .map_err(|e| ApiError::from_registry(e, r, ""))?;
+            if deleted > 0 {
+                tracing::info!(
+                    namespace = ns,
+                    resource = r.plural,
+                    deleted,
+                    "deleted namespace content"
+                );
+            }
+        }
+        for r in &namespaced {
+            left += registry
+                .count(&r.prefix(Some(ns)))
+                .await
+                .map_err(|e| ApiError::from_registry(e, r, ""))?;
+        }
+        if left == 0 {
+            return Ok(());
+        }
+    }
+    Err(ApiError::Internal(format!(
+        "namespace {ns} still has content after {EMPTY_NAMESPACE_ROUNDS} rounds of deletion"
+    )))
+}
+
 /// `DeleteOptions` as far as skiff reads them.
 struct DeleteOptions {
     uid: Option<String>,
@@ -662,6 +709,22 @@ async fn delete(
                 ),
             });
         }
+        let mut current = current;
+        if resource.kind == "Namespace" && !opts.dry {
+            // Refuse new content first, then delete what is there.
+            if let Some(terminating) = objects::mark_terminating(&current.value) {
+                current = match registry
+                    .update(&key, &terminating, current.mod_revision)
+                    .await
+                {
+                    Ok(stored) => stored,
+                    Err(RegistryError::Conflict) if !last => continue,
+                    Err(e) => return Err(err(e)),
+                };
+            }
+            empty_namespace(registry, name).await?;
+        }
+        let meta = &current.value["metadata"];
         let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         if has_finalizers {
             let Some(marked) = objects::mark_deleted(&current.value, &Stamp::now().now) else {

@@ -353,6 +353,28 @@ pub fn mark_deleted(v: &Value, now: &str) -> Option<Value> {
     Some(v)
 }
 
+/// Whether a namespace is being deleted (`status.phase: Terminating`).
+pub fn is_terminating(namespace: &Value) -> bool {
+    namespace
+        .get("status")
+        .and_then(|s| s.get("phase"))
+        .and_then(Value::as_str)
+        == Some("Terminating")
+}
+
+/// The namespace with `status.phase: Terminating`; `None` when it already
+/// is.
+pub fn mark_terminating(namespace: &Value) -> Option<Value> {
+    if is_terminating(namespace) {
+        return None;
+    }
+    let mut v = namespace.clone();
+    v.as_object_mut()
+        .expect("objects are JSON objects")
+        .insert("status".into(), serde_json::json!({"phase": "Terminating"}));
+    Some(v)
+}
+
 /// The name of an object (JSON).
 pub fn name_of(v: &Value) -> &str {
     meta_str(v, "name")
@@ -521,6 +543,15 @@ mod tests {
             s["metadata"]["resourceVersion"] = json!("99");
             s
         }));
+    }
+
+    #[test]
+    fn terminating_namespaces() {
+        let ns = json!({"metadata": {"name": "prod"}, "status": {"phase": "Active"}});
+        assert!(!is_terminating(&ns));
+        let t = mark_terminating(&ns).unwrap();
+        assert!(is_terminating(&t));
+        assert!(mark_terminating(&t).is_none());
     }
 
     #[test]

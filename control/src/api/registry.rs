@@ -402,6 +402,34 @@ impl Registry {
         })
     }
 
+    /// Deletes every object under `prefix` (one DeleteRange); returns how
+    /// many there were.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, RegistryError> {
+        let resp = self
+            .client
+            .delete_range(DeleteRangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_range_end(prefix.as_bytes()),
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp.deleted)
+    }
+
+    /// How many objects are under `prefix`.
+    pub async fn count(&self, prefix: &str) -> Result<i64, RegistryError> {
+        let resp = self
+            .client
+            .range(RangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_range_end(prefix.as_bytes()),
+                count_only: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp.count)
+    }
+
     /// Watches every key under `prefix` from `start_revision` (inclusive),
     /// with previous values.
     pub async fn watch(
