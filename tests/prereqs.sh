@@ -6,6 +6,7 @@
 #   etcd-client   Debian's etcdctl 3.4, which the compatibility tests drive
 #   iproute2, nftables  network namespaces and the partitions of the fault runs
 #   cargo-nextest the test runner
+#   kubectl       checked only: the machines' image has kubectl 1.32
 #   librocksdb.a  RocksDB's C++ library, compiled once per machine (below)
 # apt-get update runs once, only when something is to be installed; sudo is
 # used only when not root.
@@ -38,6 +39,11 @@ skiff_prereqs() {
             apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
         echo "==> prerequisites present: libclang-dev, c++, etcdctl ($(command -v etcdctl)), ip, nft"
+    fi
+    # kubectl 1.32 is part of these machines' image (it is not a Debian
+    # package); the API server's tests run it.
+    if ! command -v kubectl >/dev/null 2>&1 && [ -z "${KUBECTL_BIN:-}" ]; then
+        echo "warning: kubectl not found (set KUBECTL_BIN): the api::kubectl tests will fail" >&2
     fi
     if ! cargo nextest --version >/dev/null 2>&1; then
         echo "==> installing cargo-nextest (cargo install --locked)"

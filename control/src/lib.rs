@@ -1,6 +1,14 @@
-//! skiff-control: skiff's control plane (API server, scheduler and
-//! controllers, to come) and the `skiff` command-line tool, whose code lives
-//! in `src/bin/skiff/`.
+//! skiff-control: skiff's control plane and the `skiff` command-line tool,
+//! whose code lives in `src/bin/skiff/`.
 //!
-//! The control plane reaches state only through the store's etcd v3 API, via
-//! `skiff-client`; it never links RocksDB.
+//! - [`api`]: the API server (Kubernetes' REST API over the store), run by
+//!   the `skiff-control` binary (`src/bin/skiff-control.rs`);
+//! - [`table`]: the columns `kubectl get` prints for each kind, shared by
+//!   the API server's Table responses and the CLI.
+//!
+//! The scheduler and controllers join later. The control plane reaches state
+//! only through the store's etcd v3 API, via `skiff-client`; it never links
+//! RocksDB.
+
+pub mod api;
+pub mod table;

@@ -18,6 +18,8 @@
 //!   parses their tables.
 //! - [`ops`] builds the Txn operations and reads the events tests share.
 //! - [`assert_status`] checks a gRPC error's code and exact message.
+//! - [`Control`] starts a real `skiff-control` API server against a cluster;
+//!   [`Api`] talks to it and reads its watch streams.
 //! - [`bins`] finds the binaries under test in the cargo target directory.
 //!
 //! Member indexes are 0-based: member `i` is named `s{i+1}`.
@@ -25,6 +27,7 @@
 pub mod bins;
 pub mod cluster;
 pub mod cmd;
+pub mod control;
 pub mod faults;
 pub mod history;
 pub mod netns;
@@ -35,6 +38,7 @@ pub mod watch_check;
 
 pub use cluster::{Cluster, prefix_end, strip_scheme};
 pub use cmd::{CmdOutput, Table};
+pub use control::{Api, Control};
 pub use status::assert_status;
 pub use wait::{Check, pace, try_wait_for, wait_for};
 

@@ -1,0 +1,557 @@
+//! The registry: objects as JSON in the store, with compare-and-swap writes.
+//!
+//! One small generic layer over [`skiff_client::Client`] that the API
+//! server, and later the controllers and the scheduler, share. It uses only
+//! the part of etcd's v3 API that etcd 3.4 serves (Range, Txn, Watch):
+//!
+//! - an object is the JSON value at its key, stored without
+//!   `metadata.resourceVersion`; every read sets `metadata.resourceVersion`
+//!   to the key's `mod_revision`;
+//! - [`Registry::create`] is a txn on `create_revision == 0`,
+//!   [`Registry::update`] and [`Registry::delete`] are txns on
+//!   `mod_revision == expected`; a lost race is [`RegistryError::Conflict`];
+//! - [`Registry::list_page`] reads one page of a prefix at one revision, so
+//!   that the pages of a list are consistent;
+//! - [`Registry::watch`] streams the changes under a prefix from a revision,
+//!   with the previous value of each, and reports a compacted start as
+//!   [`RegistryError::Compacted`].
+//!
+//! Errors are typed ([`RegistryError`]) so callers branch on them.
+
+use serde_json::Value;
+use skiff_client::{Client, ClientError, keys::prefix_range_end};
+use skiff_proto::etcdserverpb::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    WatchCreateRequest, WatchResponse, compare, request_op, response_op,
+};
+use skiff_proto::mvccpb::{KeyValue, event::EventType};
+use tonic::Streaming;
+
+/// Keys read per Range when a list is read in pages.
+pub const LIST_PAGE_SIZE: i64 = 500;
+/// Read-modify-write attempts of [`Registry::update_with`] before a lost
+/// race is reported as a conflict.
+pub const MAX_UPDATE_ATTEMPTS: u32 = 8;
+
+/// Why a registry call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    AlreadyExists,
+    /// The object changed since the revision the write was based on.
+    #[error("the object has been modified")]
+    Conflict,
+    /// The revision asked for was compacted away; `revision` is the store's
+    /// compaction revision when known (0 otherwise).
+    #[error("required revision has been compacted (compacted at {revision})")]
+    Compacted { revision: i64 },
+    /// A read at a revision the store has not reached yet.
+    #[error("required revision {requested} is a future revision (current {current})")]
+    FutureRevision { requested: i64, current: i64 },
+    /// The store could not be reached or did not answer in time; for a
+    /// write, the outcome may be unknown.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store refused the request.
+    #[error("{0}")]
+    Store(String),
+    /// A stored value is not a JSON object.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl From<ClientError> for RegistryError {
+    fn from(e: ClientError) -> Self {
+        let message = e.to_string();
+        match &e {
+            ClientError::Status(s)
+                if s.message().contains("required revision has been compacted") =>
+            {
+                RegistryError::Compacted { revision: 0 }
+            }
+            ClientError::Status(s) if s.message().contains("future revision") => {
+                RegistryError::FutureRevision {
+                    requested: 0,
+                    current: 0,
+                }
+            }
+            ClientError::Status(s) if s.code() == tonic::Code::Unavailable => {
+                RegistryError::Unavailable(message)
+            }
+            ClientError::Unavailable { .. }
+            | ClientError::Timeout
+            | ClientError::OutcomeUnknown { .. } => RegistryError::Unavailable(message),
+            ClientError::Status(_) | ClientError::InvalidEndpoint(_) => {
+                RegistryError::Store(message)
+            }
+        }
+    }
+}
+
+/// An object read from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub key: String,
+    /// The object, with `metadata.resourceVersion` set to `mod_revision`.
+    pub value: Value,
+    pub mod_revision: i64,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage {
+    pub items: Vec<Stored>,
+    /// The revision the page was read at.
+    pub revision: i64,
+    /// Whether keys remain after the last item.
+    pub more: bool,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub revision: i64,
+    /// The object after the change; `None` for a delete.
+    pub object: Option<Value>,
+    /// The object before the change; `None` for a create (or when the
+    /// previous version was compacted).
+    pub prev: Option<Value>,
+}
+
+/// A batch of changes, or a progress report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchBatch {
+    pub changes: Vec<Change>,
+    /// The store revision the batch was sent at: every change up to it has
+    /// been delivered when the batch is empty (a progress report).
+    pub revision: i64,
+}
+
+/// The objects of one kind in the store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    client: Client,
+}
+
+/// Sets `metadata.resourceVersion`.
+pub fn set_resource_version(value: &mut Value, revision: i64) {
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".to_string(),
+            Value::String(revision.to_string()),
+        );
+    }
+}
+
+/// The bytes stored for an object: JSON without `metadata.resourceVersion`.
+fn encode(value: &Value) -> Vec<u8> {
+    let mut v = value.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&v).expect("JSON values serialize")
+}
+
+fn decode(kv: &KeyValue) -> Result<Stored, RegistryError> {
+    let key = String::from_utf8_lossy(&kv.key).into_owned();
+    let mut value: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| RegistryError::Corrupt(format!("value at {key} is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(RegistryError::Corrupt(format!(
+            "value at {key} is not a JSON object"
+        )));
+    }
+    set_resource_version(&mut value, kv.mod_revision);
+    Ok(Stored {
+        key,
+        value,
+        mod_revision: kv.mod_revision,
+    })
+}
+
+fn cmp(key: &str, target: compare::CompareTarget, union: compare::TargetUnion) -> Compare {
+    Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: target as i32,
+        key: key.as_bytes().to_vec(),
+        target_union: Some(union),
+        range_end: Vec::new(),
+    }
+}
+
+fn range_op(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The first key-value of the failure branch's Range, if any.
+fn failure_kv(resp: &skiff_proto::etcdserverpb::TxnResponse) -> Option<KeyValue> {
+    resp.responses.iter().find_map(|r| match &r.response {
+        Some(response_op::Response::ResponseRange(range)) => range.kvs.first().cloned(),
+        _ => None,
+    })
+}
+
+impl Registry {
+    pub fn new(client: Client) -> Self {
+        Registry { client }
+    }
+
+    /// The current store revision (a linearizable read).
+    pub async fn revision(&self) -> Result<i64, RegistryError> {
+        let resp = self
+            .client
+            .range(RangeRequest {
+                key: b"/registry/".to_vec(),
+                count_only: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp.header.map_or(0, |h| h.revision))
+    }
+
+    /// The object at `key`.
+    pub async fn get(&self, key: &str) -> Result<Stored, RegistryError> {
+        let kv = self.client.get(key).await?;
+        decode(&kv.ok_or(RegistryError::NotFound)?)
+    }
+
+    /// Creates the object at `key`; [`RegistryError::AlreadyExists`] if a
+    /// key is there.
+    pub async fn create(&self, key: &str, value: &Value) -> Result<Stored, RegistryError> {
+        let resp = self
+            .client
+            .txn(TxnRequest {
+                compare: vec![cmp(
+                    key,
+                    compare::CompareTarget::Create,
+                    compare::TargetUnion::CreateRevision(0),
+                )],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        value: encode(value),
+                        ..Default::default()
+                    })),
+                }],
+                failure: Vec::new(),
+            })
+            .await?;
+        if !resp.succeeded {
+            return Err(RegistryError::AlreadyExists);
+        }
+        let revision = resp.header.map_or(0, |h| h.revision);
+        let mut value = value.clone();
+        set_resource_version(&mut value, revision);
+        Ok(Stored {
+            key: key.to_string(),
+            value,
+            mod_revision: revision,
+        })
+    }
+
+    /// Replaces the object at `key` if its `mod_revision` is still
+    /// `expected`: [`RegistryError::Conflict`] if it changed,
+    /// [`RegistryError::NotFound`] if it is gone.
+    pub async fn update(
+        &self,
+        key: &str,
+        value: &Value,
+        expected: i64,
+    ) -> Result<Stored, RegistryError> {
+        let resp = self
+            .client
+            .txn(TxnRequest {
+                compare: vec![cmp(
+                    key,
+                    compare::CompareTarget::Mod,
+                    compare::TargetUnion::ModRevision(expected),
+                )],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        value: encode(value),
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![range_op(key)],
+            })
+            .await?;
+        if !resp.succeeded {
+            return Err(match failure_kv(&resp) {
+                Some(_) => RegistryError::Conflict,
+                None => RegistryError::NotFound,
+            });
+        }
+        let revision = resp.header.map_or(0, |h| h.revision);
+        let mut value = value.clone();
+        set_resource_version(&mut value, revision);
+        Ok(Stored {
+            key: key.to_string(),
+            value,
+            mod_revision: revision,
+        })
+    }
+
+    /// Reads the object, lets `change` compute its new value, and writes it
+    /// with a compare-and-swap, again on a lost race, at most
+    /// [`MAX_UPDATE_ATTEMPTS`] times. `change` returning `Ok(None)` writes
+    /// nothing and returns the object as read.
+    pub async fn update_with<E: From<RegistryError>>(
+        &self,
+        key: &str,
+        mut change: impl FnMut(&Stored) -> Result<Option<Value>, E>,
+    ) -> Result<Stored, E> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.get(key).await?;
+            let Some(next) = change(&current)? else {
+                return Ok(current);
+            };
+            match self.update(key, &next, current.mod_revision).await {
+                Err(RegistryError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => continue,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Deletes the object at `key` if its `mod_revision` is still
+    /// `expected`; returns the object as it was.
+    pub async fn delete(&self, key: &str, expected: i64) -> Result<Stored, RegistryError> {
+        let resp = self
+            .client
+            .txn(TxnRequest {
+                compare: vec![cmp(
+                    key,
+                    compare::CompareTarget::Mod,
+                    compare::TargetUnion::ModRevision(expected),
+                )],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestDeleteRange(
+                        DeleteRangeRequest {
+                            key: key.as_bytes().to_vec(),
+                            prev_kv: true,
+                            ..Default::default()
+                        },
+                    )),
+                }],
+                failure: vec![range_op(key)],
+            })
+            .await?;
+        if !resp.succeeded {
+            return Err(match failure_kv(&resp) {
+                Some(_) => RegistryError::Conflict,
+                None => RegistryError::NotFound,
+            });
+        }
+        let prev = resp.responses.iter().find_map(|r| match &r.response {
+            Some(response_op::Response::ResponseDeleteRange(d)) => d.prev_kvs.first().cloned(),
+            _ => None,
+        });
+        decode(&prev.ok_or(RegistryError::NotFound)?)
+    }
+
+    /// One page of the objects under `prefix`: keys after `start_after`
+    /// (exclusive; from the start of the prefix when `None`), at `revision`
+    /// (the current one when `None`), at most `limit` of them.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        revision: Option<i64>,
+        limit: i64,
+    ) -> Result<ListPage, RegistryError> {
+        let key = match start_after {
+            // The smallest key after `k` is `k\0`.
+            Some(k) => {
+                let mut v = k.as_bytes().to_vec();
+                v.push(0);
+                v
+            }
+            None => prefix.as_bytes().to_vec(),
+        };
+        let resp = self
+            .client
+            .range(RangeRequest {
+                key,
+                range_end: prefix_range_end(prefix.as_bytes()),
+                limit,
+                revision: revision.unwrap_or(0),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| match RegistryError::from(e) {
+                RegistryError::FutureRevision { current, .. } => RegistryError::FutureRevision {
+                    requested: revision.unwrap_or(0),
+                    current,
+                },
+                other => other,
+            })?;
+        let items = resp.kvs.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        Ok(ListPage {
+            items,
+            revision: revision.unwrap_or_else(|| resp.header.map_or(0, |h| h.revision)),
+            more: resp.more,
+        })
+    }
+
+    /// Deletes every object under `prefix` (one DeleteRange); returns how
+    /// many there were.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, RegistryError> {
+        let resp = self
+            .client
+            .delete_range(DeleteRangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_range_end(prefix.as_bytes()),
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp.deleted)
+    }
+
+    /// How many objects are under `prefix`.
+    pub async fn count(&self, prefix: &str) -> Result<i64, RegistryError> {
+        let resp = self
+            .client
+            .range(RangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_range_end(prefix.as_bytes()),
+                count_only: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp.count)
+    }
+
+    /// Watches every key under `prefix` from `start_revision` (inclusive),
+    /// with previous values.
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        start_revision: i64,
+    ) -> Result<WatchStream, RegistryError> {
+        let stream = self
+            .client
+            .watch(WatchCreateRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_range_end(prefix.as_bytes()),
+                start_revision,
+                prev_kv: true,
+                progress_notify: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(WatchStream { stream })
+    }
+}
+
+/// The changes of a [`Registry::watch`].
+#[derive(Debug)]
+pub struct WatchStream {
+    stream: Streaming<WatchResponse>,
+}
+
+impl WatchStream {
+    /// The next batch of changes; `Ok(None)` when the store ended the
+    /// stream, [`RegistryError::Compacted`] when the start revision was
+    /// compacted.
+    pub async fn next(&mut self) -> Result<Option<WatchBatch>, RegistryError> {
+        loop {
+            let msg = match self.stream.message().await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return Ok(None),
+                Err(status) => return Err(ClientError::Status(status).into()),
+            };
+            if msg.canceled {
+                if msg.compact_revision > 0 {
+                    return Err(RegistryError::Compacted {
+                        revision: msg.compact_revision,
+                    });
+                }
+                return Err(RegistryError::Unavailable(format!(
+                    "watch canceled by the store: {}",
+                    msg.cancel_reason
+                )));
+            }
+            if msg.compact_revision > 0 {
+                return Err(RegistryError::Compacted {
+                    revision: msg.compact_revision,
+                });
+            }
+            let revision = msg.header.as_ref().map_or(0, |h| h.revision);
+            if msg.created && msg.events.is_empty() {
+                continue;
+            }
+            let mut changes = Vec::with_capacity(msg.events.len());
+            for ev in &msg.events {
+                let Some(kv) = ev.kv.as_ref() else { continue };
+                let prev = match ev.prev_kv.as_ref() {
+                    Some(p) if !p.value.is_empty() => Some(decode(p)?.value),
+                    _ => None,
+                };
+                let object = if ev.r#type == EventType::Delete as i32 {
+                    None
+                } else {
+                    Some(decode(kv)?.value)
+                };
+                changes.push(Change {
+                    revision: kv.mod_revision,
+                    object,
+                    prev,
+                });
+            }
+            return Ok(Some(WatchBatch { changes, revision }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stored_bytes_leave_out_the_resource_version() {
+        let v = json!({"metadata": {"name": "a", "resourceVersion": "9"}, "spec": {}});
+        let bytes = encode(&v);
+        let back: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, json!({"metadata": {"name": "a"}, "spec": {}}));
+        let kv = KeyValue {
+            key: b"/registry/pods/default/a".to_vec(),
+            value: bytes,
+            mod_revision: 12,
+            ..Default::default()
+        };
+        let s = decode(&kv).unwrap();
+        assert_eq!(s.value["metadata"]["resourceVersion"], "12");
+        assert_eq!(s.mod_revision, 12);
+    }
+
+    #[test]
+    fn bad_values_are_corrupt() {
+        let kv = KeyValue {
+            key: b"k".to_vec(),
+            value: b"[1]".to_vec(),
+            ..Default::default()
+        };
+        assert!(matches!(decode(&kv), Err(RegistryError::Corrupt(_))));
+    }
+
+    #[test]
+    fn client_errors_map() {
+        let e: RegistryError = ClientError::Status(tonic::Status::out_of_range(
+            "etcdserver: mvcc: required revision has been compacted",
+        ))
+        .into();
+        assert_eq!(e, RegistryError::Compacted { revision: 0 });
+        let e: RegistryError = ClientError::Timeout.into();
+        assert!(matches!(e, RegistryError::Unavailable(_)));
+    }
+}
