@@ -126,8 +126,11 @@ struct Args {
     quota_backend_bytes: u64,
 
     /// Raft log entries applied between two snapshots of the state machine;
-    /// the log before a snapshot is then purged, bounding its size.
-    #[arg(long, default_value_t = 10_000, env = "SKIFF_SNAPSHOT_COUNT")]
+    /// the log before a snapshot is then purged, bounding its size. A
+    /// snapshot writes the whole state out, so this is etcd 3.4's default:
+    /// at 10,000 a store of a million keys spent most of its time writing
+    /// snapshots.
+    #[arg(long, default_value_t = 100_000, env = "SKIFF_SNAPSHOT_COUNT")]
     snapshot_count: u64,
 
     /// Raft log entries kept behind a snapshot, so that a member slightly

@@ -634,35 +634,49 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
-        let source = match self.frozen.take() {
-            Some(frozen) => frozen,
-            None => self
-                .engine
-                .frozen(&self.snapshot_dir.join("scratch"))
-                .map_err(to_io)?,
-        };
-        let applied: Option<LogIdOf<TypeConfig>> =
-            read_meta(source.as_ref(), KEY_APPLIED)?.flatten();
-        let membership: StoredMembershipOf<TypeConfig> =
-            read_meta(source.as_ref(), KEY_MEMBERSHIP)?.unwrap_or_default();
-        let meta = SnapshotMetaOf::<TypeConfig> {
-            last_log_id: applied,
-            last_membership: membership,
-        };
-        let name = snapshot_name(&meta);
-        let data_path = self.snapshot_dir.join(format!("{name}.snap"));
-        let meta_path = self.snapshot_dir.join(format!("{name}.meta"));
-        write_snapshot_file(source.as_ref(), &data_path)?;
-        drop(source);
-        let _ = std::fs::remove_dir_all(self.snapshot_dir.join("scratch"));
-        std::fs::write(&meta_path, encode(&meta)?)?;
-        StateMachine::prune_snapshots(&self.snapshot_dir)?;
-        tracing::info!(snapshot = %name, "built snapshot");
-        Ok(SnapshotOf::<TypeConfig, SnapshotFile> {
-            meta,
-            snapshot: SnapshotFile { path: data_path },
-        })
+        // Freezing and writing the whole state is blocking IO of seconds on
+        // a large store: it runs on a blocking thread, so that it never
+        // holds up the async workers serving clients and raft.
+        let engine = self.engine.clone();
+        let snapshot_dir = self.snapshot_dir.clone();
+        let frozen = self.frozen.take();
+        tokio::task::spawn_blocking(move || build_snapshot_blocking(&engine, &snapshot_dir, frozen))
+            .await
+            .map_err(|e| io::Error::other(format!("snapshot builder stopped: {e}")))?
     }
+}
+
+fn build_snapshot_blocking(
+    engine: &Arc<dyn Engine>,
+    snapshot_dir: &Path,
+    frozen: Option<Arc<dyn Engine>>,
+) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
+    let source = match frozen {
+        Some(frozen) => frozen,
+        None => engine
+            .frozen(&snapshot_dir.join("scratch"))
+            .map_err(to_io)?,
+    };
+    let applied: Option<LogIdOf<TypeConfig>> = read_meta(source.as_ref(), KEY_APPLIED)?.flatten();
+    let membership: StoredMembershipOf<TypeConfig> =
+        read_meta(source.as_ref(), KEY_MEMBERSHIP)?.unwrap_or_default();
+    let meta = SnapshotMetaOf::<TypeConfig> {
+        last_log_id: applied,
+        last_membership: membership,
+    };
+    let name = snapshot_name(&meta);
+    let data_path = snapshot_dir.join(format!("{name}.snap"));
+    let meta_path = snapshot_dir.join(format!("{name}.meta"));
+    write_snapshot_file(source.as_ref(), &data_path)?;
+    drop(source);
+    let _ = std::fs::remove_dir_all(snapshot_dir.join("scratch"));
+    std::fs::write(&meta_path, encode(&meta)?)?;
+    StateMachine::prune_snapshots(snapshot_dir)?;
+    tracing::info!(snapshot = %name, "built snapshot");
+    Ok(SnapshotOf::<TypeConfig, SnapshotFile> {
+        meta,
+        snapshot: SnapshotFile { path: data_path },
+    })
 }
 
 fn cf_tag(cf: Cf) -> u8 {

@@ -23,17 +23,19 @@ impl fmt::Display for MemberNode {
 
 /// A client request as it is proposed through raft. KV requests carry the
 /// client's protobuf message as sent (etcd's own encoding), so that the log
-/// records exactly what the client asked.
+/// records exactly what the client asked. The messages are (de)serialized as
+/// byte strings, not as sequences of `u8`: postcard writes both the same
+/// way, but byte strings are copied whole instead of byte by byte.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// An encoded `etcdserverpb.PutRequest`.
-    Put(Vec<u8>),
+    Put(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An encoded `etcdserverpb.DeleteRangeRequest`.
-    DeleteRange(Vec<u8>),
+    DeleteRange(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An encoded `etcdserverpb.TxnRequest`.
-    Txn(Vec<u8>),
+    Txn(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An encoded `etcdserverpb.CompactionRequest`.
-    Compact(Vec<u8>),
+    Compact(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A member announces its name and client URLs (etcd's "publish").
     PublishMember {
         id: MemberId,
@@ -104,7 +106,11 @@ impl From<WireStatus> for tonic::Status {
 /// that refused it. A refused request changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandReply {
-    Ok { revision: i64, body: Vec<u8> },
+    Ok {
+        revision: i64,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
     Refused(WireStatus),
 }
 
@@ -132,5 +138,26 @@ impl fmt::Display for CommandReply {
             CommandReply::Ok { revision, .. } => write!(f, "ok(rev {revision})"),
             CommandReply::Refused(s) => write!(f, "refused({})", s.message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encoding before the payloads were marked as byte strings.
+    #[derive(Serialize)]
+    enum SeqCommand {
+        Put(Vec<u8>),
+    }
+
+    #[test]
+    fn byte_string_payloads_encode_as_sequences_did() {
+        let payload: Vec<u8> = (0..=255).collect();
+        let now = postcard::to_allocvec(&Command::Put(payload.clone())).unwrap();
+        let before = postcard::to_allocvec(&SeqCommand::Put(payload.clone())).unwrap();
+        assert_eq!(now, before);
+        let back: Command = postcard::from_bytes(&before).unwrap();
+        assert_eq!(back, Command::Put(payload));
     }
 }
