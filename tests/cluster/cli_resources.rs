@@ -562,8 +562,9 @@ async fn cli_resources_describe_node_and_pod() {
         "  default                     web-1  250m (6%)     0 (0%)      64Mi (0%)        64Mi (0%) ",
         "  default                     web-2  500m (12%)    0 (0%)      128Mi (1%)       128Mi (1%) ",
         "Allocated resources:\n  (Total limits may be over 100 percent, i.e., overcommitted.)\n",
-        "  cpu       750m (18%)   0 (0%)\n",
-        "  memory    192Mi (2%)   192Mi (2%)\n",
+        "  Resource  Requests    Limits\n",
+        "  cpu       750m (18%)  0 (0%)\n",
+        "  memory    192Mi (2%)  192Mi (2%)\n",
         "NodeReady",
         "Starting skiff-agent.",
     ] {
@@ -587,10 +588,10 @@ async fn cli_resources_describe_node_and_pod() {
         "    Ready:          False\n",
         "    Restart Count:  0\n",
         "    Limits:\n      memory:  64Mi\n",
-        "    Requests:\n      cpu:        250m\n      memory:     64Mi\n",
-        "    Environment:\n      MODE:  test\n",
-        "    Mounts:         <none>\n",
-        "QoS Class:                   Burstable\n",
+        "    Requests:\n      cpu:     250m\n      memory:  64Mi\n",
+        "    Environment:\n      MODE:      test\n",
+        "    Mounts:      <none>\n",
+        "QoS Class:       Burstable\n",
         "Events:\n  Type    Reason     Age",
         "Successfully assigned default/web-1 to node-1\n",
     ] {
@@ -759,7 +760,9 @@ async fn cli_resources_bad_input_writes_nothing() {
     let control = Control::start(&cluster).await;
     let dir = tempdir();
     let good_pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: first\nspec:\n  containers:\n  - name: a\n    image: busybox\n";
-    let cases: Vec<(&str, String, Box<dyn Fn(&str, &str) -> bool>)> = vec![
+    // (file name, text, check of the error line given the file's path)
+    type Case = (&'static str, String, Box<dyn Fn(&str, &str) -> bool>);
+    let cases: Vec<Case> = vec![
         (
             "malformed.yaml",
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [web\nspec: {}\n".to_string(),

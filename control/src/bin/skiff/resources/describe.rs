@@ -89,7 +89,7 @@ pub async fn describe(args: DescribeArgs, out: &mut dyn Write) -> Result<(), Cli
             writeln!(out).map_err(io_error)?;
             writeln!(out).map_err(io_error)?;
         }
-        let text = describe_one(&client, *r, obj, now).await?;
+        let text = describe_one(&client, r, obj, now).await?;
         out.write_all(text.as_bytes()).map_err(io_error)?;
     }
     if failed {
@@ -1177,7 +1177,7 @@ pub fn service_text(svc: &Value, endpoints: Option<&Value>, events: &[Value], no
                 int(p, "nodePort")
             ));
         }
-        w.write(&format!("Endpoints:\t{}\n", addresses.join(",")));
+        w.write(&format!("Endpoints:\t{}\n", or_none(&addresses.join(","))));
     }
     w.write(&format!(
         "Session Affinity:\t{}\n",

@@ -188,11 +188,7 @@ pub fn parse(source: &Source) -> Result<Vec<Document>, CliError> {
 }
 
 fn looks_like_json(source: &Source) -> bool {
-    source.name.ends_with(".json")
-        || source
-            .text
-            .trim_start()
-            .starts_with(|c| c == '{' || c == '[')
+    source.name.ends_with(".json") || source.text.trim_start().starts_with(['{', '['])
 }
 
 fn parse_json(source: &Source) -> Result<Vec<Value>, CliError> {
