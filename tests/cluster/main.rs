@@ -20,6 +20,7 @@ mod bad_input;
 mod bench;
 mod cli;
 mod cli_maintenance;
+mod cli_resources;
 mod cli_watch_lease;
 mod compaction;
 mod etcdctl;

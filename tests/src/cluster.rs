@@ -1100,7 +1100,7 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 /// kill(2) on a child of ours.
 #[allow(unsafe_code)]
-pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
+pub fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
     // SAFETY: kill(2) reads no memory of ours. `pid` is a child we have not
     // reaped yet (tokio gives its id only until then), so it cannot name a

@@ -81,6 +81,7 @@ pub async fn run(
         .args(args)
         .env_remove("ETCDCTL_ENDPOINTS")
         .env_remove("SKIFF_ENDPOINTS")
+        .env_remove("SKIFF_SERVER")
         .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()

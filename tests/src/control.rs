@@ -5,7 +5,8 @@
 //! `--store` set to the cluster's endpoints and its log in a file of its
 //! own, and returns once `/readyz` answers 200. Dropping it kills the
 //! process; if the test is panicking it first prints the tail of the log.
-//! [`Api`] sends JSON requests and reads watch streams line by line.
+//! [`Api`] sends JSON requests and reads watch streams line by line;
+//! [`Control::skiff`] runs the `skiff` CLI against the server.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -129,6 +130,19 @@ impl Control {
             &program,
             &all,
             &[("KUBECONFIG", kubeconfig.as_str())],
+            stdin,
+        )
+        .await
+    }
+
+    /// Runs the `skiff` CLI with `SKIFF_SERVER` set to this server.
+    pub async fn skiff(&self, args: &[&str], stdin: Option<&str>) -> CmdOutput {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let url = self.url();
+        cmd::run(
+            &crate::bins::skiff_bin(),
+            &args,
+            &[("SKIFF_SERVER", url.as_str())],
             stdin,
         )
         .await

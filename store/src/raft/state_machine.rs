@@ -65,8 +65,11 @@ pub struct Shared {
     alarm_generation: AtomicU64,
     /// The alarms as read at a generation: every write asks, so they are
     /// read from the engine only after they may have changed.
-    alarm_cache: std::sync::Mutex<Option<(u64, Vec<(MemberId, i32)>)>>,
+    alarm_cache: std::sync::Mutex<Option<AlarmsAt>>,
 }
+
+/// The alarms (member, alarm type) as read at an alarm generation.
+type AlarmsAt = (u64, Vec<(MemberId, i32)>);
 
 impl Shared {
     /// Follows what every later commit writes.

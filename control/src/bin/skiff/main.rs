@@ -6,6 +6,10 @@
 //! `move-leader`. `up` runs a local store cluster. `bench` is etcd's
 //! benchmark tool (put, range, txn-put, watch-latency, lease-keepalive).
 //!
+//! Resource commands speak to the API server (skiff-control, `--server` or
+//! `SKIFF_SERVER`) and print what kubectl prints: `apply`, `create`, `get`,
+//! `describe`, `delete`, `scale`, `label`, `api-resources` ([`resources`]).
+//!
 //! Modules: [`kv`] (key-value commands and their requests), [`txn`] (the txn
 //! input grammar), [`watch`] (`kv watch`), [`lease`] (lease commands), [`output`] (simple/json/table printing), [`cluster`]
 //! (member and endpoint commands), [`maintenance`] (hashkv, defrag, alarms,
@@ -13,7 +17,9 @@
 //! [`bench`] (benchmarks of any etcd v3 server).
 //!
 //! Exit status: 0 on success, 1 on any error (one `Error: ...` line on
-//! stderr, the server's text kept intact), 2 for a command-line usage error.
+//! stderr, the server's text kept intact; resource commands print kubectl's
+//! `error: ...` or `Error from server (Reason): ...`), 2 for a command-line
+//! usage error.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
@@ -30,6 +36,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod output;
+mod resources;
 mod snapshot;
 mod txn;
 mod up;
@@ -95,10 +102,12 @@ enum Command {
     Snapshot(snapshot::SnapshotCommand),
     /// Benchmarks of any etcd v3 server, as etcd's benchmark tool runs them.
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Resources(resources::Command),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(resources::rewrite_get_watch(std::env::args_os().collect()));
     init_tracing();
     // A benchmark's clients run on every core; other commands need one.
     let mut builder = if matches!(cli.command, Command::Bench(_)) {
@@ -144,6 +153,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     };
     let format = cli.global.write_out;
     match cli.command {
+        Command::Resources(command) => return Ok(resources::run(command, out).await),
         Command::Up(args) => up::run(args).await?,
         Command::Bench(args) => {
             let g = &cli.global;

@@ -2,10 +2,12 @@
 //!
 //! Spawns one `skiff-store` per member (`s1`, `s2`, ... with data in
 //! `DIR/sN` and output in `DIR/sN.log`), waits until every member reports
-//! the same leader, prints how to use it, and on Ctrl-C or SIGTERM stops
-//! every member with SIGTERM (SIGKILL after [`STOP_TIMEOUT`]). If a member
-//! exits on its own, the tail of its log is shown and the others are
-//! stopped.
+//! the same leader, then starts one `skiff-control` (the API server, on
+//! `--api-port`, output in `DIR/control.log`) against them and waits for
+//! its `/readyz`, prints how to use it all, and on Ctrl-C or SIGTERM stops
+//! the API server, then every member, with SIGTERM (SIGKILL after
+//! [`STOP_TIMEOUT`]). If a process exits on its own, the tail of its log is
+//! shown and the others are stopped.
 //!
 //! Ports follow etcd's local Procfile: s1 listens for clients on `BASE`,
 //! member N ≥ 2 on `BASE + N*10000` (2379, 22379, 32379), and each member
@@ -56,6 +58,36 @@ pub struct UpArgs {
     /// The skiff-store binary (default: next to skiff, else in PATH).
     #[arg(long, value_name = "PATH", env = "SKIFF_STORE_BIN")]
     pub store_bin: Option<PathBuf>,
+    /// Port of the API server (skiff-control) on 127.0.0.1.
+    #[arg(long, value_name = "PORT", default_value_t = 8080)]
+    pub api_port: u16,
+    /// The skiff-control binary (default: next to skiff, else in PATH).
+    #[arg(long, value_name = "PATH", env = "SKIFF_CONTROL_BIN")]
+    pub control_bin: Option<PathBuf>,
+}
+
+/// The API server to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlan {
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl ControlPlan {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// The `skiff-control` flags: every member as a store endpoint.
+pub fn control_args(plan: &[MemberPlan], control: &ControlPlan) -> Vec<String> {
+    let store: Vec<String> = plan.iter().map(MemberPlan::endpoint).collect();
+    vec![
+        "--store".into(),
+        store.join(","),
+        "--listen".into(),
+        format!("127.0.0.1:{}", control.port),
+    ]
 }
 
 /// One member to start.
@@ -141,34 +173,35 @@ pub fn store_args(plan: &[MemberPlan], i: usize) -> Vec<String> {
     ]
 }
 
-/// `skiff-store` next to the running `skiff`, else in PATH.
-fn find_store_binary() -> anyhow::Result<PathBuf> {
-    const NAME: &str = "skiff-store";
+/// A binary (`skiff-store`, `skiff-control`) next to the running `skiff`,
+/// else in PATH.
+fn find_binary(name: &str, flag: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("find the running skiff executable")?;
     if let Some(dir) = exe.parent() {
-        let candidate = dir.join(NAME);
+        let candidate = dir.join(name);
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(NAME);
+            let candidate = dir.join(name);
             if candidate.is_file() {
                 return Ok(candidate);
             }
         }
     }
     bail!(
-        "cannot find {NAME} next to {} or in PATH; build it with `cargo build -p skiff-store` \
-         or pass --store-bin",
+        "cannot find {name} next to {} or in PATH; build it with `cargo build --workspace --bins` \
+         or pass {flag}",
         exe.display()
     )
 }
 
-/// A started member.
+/// A started process: a member, or the API server.
 struct Running {
-    plan: MemberPlan,
+    name: String,
+    log: PathBuf,
     child: Child,
     /// Where this run's output starts in the (appended) log.
     log_start: u64,
@@ -179,8 +212,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let plan = plan(&args.data_dir, args.members, args.base_port)?;
     let bin = match &args.store_bin {
         Some(bin) => bin.clone(),
-        None => find_store_binary()?,
+        None => find_binary("skiff-store", "--store-bin")?,
     };
+    let control_bin = match &args.control_bin {
+        Some(bin) => bin.clone(),
+        None => find_binary("skiff-control", "--control-bin")?,
+    };
+    let control = ControlPlan {
+        port: args.api_port,
+        log: args.data_dir.join("control.log"),
+    };
+    if let Err(e) = TcpListener::bind(("127.0.0.1", control.port)) {
+        bail!(
+            "the API server's port {} is not free ({e}); is a cluster already running? \
+             Stop it or choose another port with --api-port",
+            control.port
+        );
+    }
     for m in &plan {
         for (port, what) in [(m.client_port, "client"), (m.peer_port, "peer")] {
             if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
@@ -217,7 +265,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
 
     let ready = tokio::select! {
-        r = wait_until_ready(&mut members, args.wait_timeout) => Some(r),
+        r = wait_until_ready(&mut members, &plan, args.wait_timeout) => Some(r),
         _ = interrupt.recv() => None,
         _ = terminate.recv() => None,
     };
@@ -233,7 +281,36 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    print_ready(&members, &leader, &args.data_dir);
+    match spawn_process(
+        "skiff-control",
+        &control.log,
+        &control_bin,
+        &control_args(&plan, &control),
+    ) {
+        Ok(c) => members.push(c),
+        Err(e) => {
+            stop_all(&mut members).await;
+            return Err(e);
+        }
+    }
+    let ready = tokio::select! {
+        r = wait_for_control(&mut members, &control, args.wait_timeout) => Some(r),
+        _ = interrupt.recv() => None,
+        _ = terminate.recv() => None,
+    };
+    match ready {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            stop_all(&mut members).await;
+            return Err(e);
+        }
+        None => {
+            eprintln!("interrupted while starting");
+            stop_all(&mut members).await;
+            return Ok(());
+        }
+    }
+    print_ready(&plan, &leader, &args.data_dir, &control);
 
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     let outcome = loop {
@@ -253,15 +330,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
 fn spawn(bin: &Path, plan: &[MemberPlan], i: usize) -> anyhow::Result<Running> {
     let m = &plan[i];
+    spawn_process(&m.name, &m.log, bin, &store_args(plan, i))
+}
+
+/// Starts `bin args` with its output appended to `log`.
+fn spawn_process(
+    name: &str,
+    log_path: &Path,
+    bin: &Path,
+    args: &[String],
+) -> anyhow::Result<Running> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&m.log)
-        .with_context(|| format!("open {}", m.log.display()))?;
+        .open(log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
     let log_start = log.metadata().map(|md| md.len()).unwrap_or(0);
     let mut command = Command::new(bin);
     command
-        .args(store_args(plan, i))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicate the log file handle")?)
         .stderr(log)
@@ -272,9 +359,10 @@ fn spawn(bin: &Path, plan: &[MemberPlan], i: usize) -> anyhow::Result<Running> {
     die_with_parent(&mut command);
     let child = command
         .spawn()
-        .with_context(|| format!("start {} ({})", m.name, bin.display()))?;
+        .with_context(|| format!("start {name} ({})", bin.display()))?;
     Ok(Running {
-        plan: m.clone(),
+        name: name.to_string(),
+        log: log_path.to_path_buf(),
         child,
         log_start,
         exited: None,
@@ -334,17 +422,17 @@ fn report_exit(m: &Running) -> anyhow::Error {
         .map_or_else(|| "unknown status".to_string(), |s| s.to_string());
     eprintln!(
         "member {} exited early ({status}); last lines of {}:",
-        m.plan.name,
-        m.plan.log.display()
+        m.name,
+        m.log.display()
     );
-    match log_tail(&m.plan.log, m.log_start, LOG_TAIL_LINES) {
+    match log_tail(&m.log, m.log_start, LOG_TAIL_LINES) {
         Ok(lines) if lines.is_empty() => eprintln!("  (the log is empty)"),
         Ok(lines) => lines.iter().for_each(|l| eprintln!("  {l}")),
         Err(e) => eprintln!("  (cannot read the log: {e})"),
     }
     anyhow::anyhow!(
         "member {} exited ({status}); stopped the other members",
-        m.plan.name
+        m.name
     )
 }
 
@@ -375,12 +463,16 @@ enum Probe {
 
 /// Polls Maintenance.Status on every member until all report one leader;
 /// returns the leader's name.
-async fn wait_until_ready(members: &mut [Running], timeout: Duration) -> anyhow::Result<String> {
+async fn wait_until_ready(
+    members: &mut [Running],
+    plan: &[MemberPlan],
+    timeout: Duration,
+) -> anyhow::Result<String> {
     let probe_options = ClientOptions {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(1),
     };
-    let endpoints: Vec<String> = members.iter().map(|m| m.plan.endpoint()).collect();
+    let endpoints: Vec<String> = plan.iter().map(MemberPlan::endpoint).collect();
     let client = Client::connect(&endpoints, probe_options).await?;
     let deadline = Instant::now() + timeout;
     let started = Instant::now();
@@ -404,7 +496,7 @@ async fn wait_until_ready(members: &mut [Running], timeout: Duration) -> anyhow:
             .map(|(answer, m)| match answer {
                 Ok(status) => {
                     if let Some(h) = &status.header {
-                        names.insert(h.member_id, m.plan.name.clone());
+                        names.insert(h.member_id, m.name.clone());
                     }
                     if status.leader == 0 {
                         Probe::NoLeader
@@ -433,7 +525,7 @@ async fn wait_until_ready(members: &mut [Running], timeout: Duration) -> anyhow:
                     Probe::NoLeader => "no leader".to_string(),
                     Probe::Leader(id) => format!("leader {}", leader_name(id)),
                 };
-                format!("{}: {state}", m.plan.name)
+                format!("{}: {state}", m.name)
             })
             .collect::<Vec<_>>()
             .join(", ");
@@ -450,7 +542,7 @@ async fn wait_until_ready(members: &mut [Running], timeout: Duration) -> anyhow:
             }
             let logs = members
                 .iter()
-                .map(|m| m.plan.log.display().to_string())
+                .map(|m| m.log.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
             bail!(
@@ -461,8 +553,43 @@ async fn wait_until_ready(members: &mut [Running], timeout: Duration) -> anyhow:
     }
 }
 
-fn print_ready(members: &[Running], leader: &str, data_dir: &Path) {
-    let endpoints: Vec<String> = members.iter().map(|m| m.plan.endpoint()).collect();
+/// Polls the API server's `/readyz` until it answers 200.
+async fn wait_for_control(
+    processes: &mut [Running],
+    control: &ControlPlan,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .context("build an HTTP client")?;
+    let url = format!("{}/readyz", control.url());
+    let deadline = Instant::now() + timeout;
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    loop {
+        poll.tick().await;
+        if let Some(i) = first_exited(processes) {
+            return Err(report_exit(&processes[i]));
+        }
+        let last = match http.get(&url).send().await {
+            Ok(resp) if resp.status().is_success() => return Ok(()),
+            Ok(resp) => format!("/readyz answered {}", resp.status()),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            bail!(
+                "the API server at {} was not ready within {} ({last}); see {}",
+                control.url(),
+                duration::format_go(timeout),
+                control.log.display()
+            );
+        }
+    }
+}
+
+fn print_ready(plan: &[MemberPlan], leader: &str, data_dir: &Path, control: &ControlPlan) {
+    let members = plan;
+    let endpoints: Vec<String> = plan.iter().map(MemberPlan::endpoint).collect();
     let endpoints = endpoints.join(",");
     let mut out = io::stdout().lock();
     let mut text = format!(
@@ -473,12 +600,17 @@ fn print_ready(members: &[Running], leader: &str, data_dir: &Path) {
     for m in members {
         text.push_str(&format!(
             "  {:<4}  {:<23}  {:<23}  {}\n",
-            m.plan.name,
-            m.plan.client_url(),
-            m.plan.peer_url(),
-            m.plan.log.display()
+            m.name,
+            m.client_url(),
+            m.peer_url(),
+            m.log.display()
         ));
     }
+    text.push_str(&format!(
+        "\nskiff-control (the API server) is up at {} (log: {})\n",
+        control.url(),
+        control.log.display()
+    ));
     text.push_str(&format!(
         "\nData is in {}; the next `skiff up` with the same --data-dir reuses it.\n\n",
         data_dir.display()
@@ -486,8 +618,10 @@ fn print_ready(members: &[Running], leader: &str, data_dir: &Path) {
     text.push_str(&format!("Try:\n  export SKIFF_ENDPOINTS={endpoints}\n"));
     text.push_str("  skiff kv put hello world\n  skiff kv get hello\n");
     text.push_str(&format!("  etcdctl --endpoints={endpoints} get hello\n"));
-    text.push_str("  skiff endpoint status --cluster -w table\n\n");
-    text.push_str("Press Ctrl-C to stop every member.\n");
+    text.push_str("  skiff endpoint status --cluster -w table\n");
+    text.push_str(&format!("  export SKIFF_SERVER={}\n", control.url()));
+    text.push_str("  skiff apply -f manifests/\n  skiff get pods,deploy,svc\n\n");
+    text.push_str("Press Ctrl-C to stop the API server and every member.\n");
     // Nothing to do if stdout is gone; the cluster keeps running.
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
@@ -499,7 +633,7 @@ async fn stop_all(members: &mut [Running]) {
     let running: Vec<&str> = members
         .iter()
         .filter(|m| m.exited.is_none())
-        .map(|m| m.plan.name.as_str())
+        .map(|m| m.name.as_str())
         .collect();
     if running.is_empty() {
         return;
@@ -515,11 +649,11 @@ async fn stop_all(members: &mut [Running]) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, m.child.wait()).await {
             Ok(Ok(status)) => m.exited = Some(status),
-            Ok(Err(e)) => eprintln!("wait for {}: {e}", m.plan.name),
+            Ok(Err(e)) => eprintln!("wait for {}: {e}", m.name),
             Err(_) => {
                 eprintln!(
                     "{} did not stop within {}; killing it",
-                    m.plan.name,
+                    m.name,
                     duration::format_go(STOP_TIMEOUT)
                 );
                 let _ = m.child.start_kill();
@@ -588,6 +722,25 @@ mod tests {
             "s1=http://127.0.0.1:2380,s2=http://127.0.0.1:22380,s3=http://127.0.0.1:32380"
         );
         assert_eq!(flag("--initial-cluster-state"), "new");
+    }
+
+    #[test]
+    fn control_flags_name_every_member() {
+        let p = plan(Path::new("/tmp/x"), 3, 2379).unwrap();
+        let control = ControlPlan {
+            port: 8080,
+            log: PathBuf::from("/tmp/x/control.log"),
+        };
+        assert_eq!(
+            control_args(&p, &control),
+            [
+                "--store",
+                "127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379",
+                "--listen",
+                "127.0.0.1:8080"
+            ]
+        );
+        assert_eq!(control.url(), "http://127.0.0.1:8080");
     }
 
     #[test]
