@@ -276,7 +276,6 @@ pub fn validate(args: &BenchArgs, format: OutputFormat) -> anyhow::Result<()> {
             at_least_one("--watchers", w.watchers)?;
             at_least_one("--put-total", w.put_total)?;
             at_least_one("--writers", w.writers as u64)?;
-            at_least_one("--key-space-size", w.key_space_size)?;
             if w.prefix.is_empty() {
                 bail!("--prefix must not be empty");
             }
@@ -292,14 +291,12 @@ pub fn validate(args: &BenchArgs, format: OutputFormat) -> anyhow::Result<()> {
             if !(w.put_rate.is_finite() && w.put_rate > 0.0) {
                 bail!("--put-rate must be a positive number of puts per second");
             }
-            let needed = digits(w.key_space_size - 1);
-            if needed > args.key_size {
-                bail!(
-                    "--key-size {} is too small for --key-space-size {}: keys need {needed} digits",
-                    args.key_size,
-                    w.key_space_size
-                );
-            }
+            key_space(
+                args,
+                &KeySpaceArgs {
+                    key_space_size: w.key_space_size,
+                },
+            )?;
         }
         BenchCommand::Range(range) => match range.key_space_size {
             Some(space) => key_space(
