@@ -1299,3 +1299,96 @@ async fn watch_survives_store_member_failures() {
         control.log_tail(50)
     );
 }
+
+/// The event recorder keeps one Event per object and reason: a second
+/// occurrence counts, a third reason is its own Event, and the API server,
+/// `skiff get events` and kubectl show them.
+#[tokio::test]
+async fn events_are_recorded_once_per_object_and_reason() {
+    use skiff_client::{Client, ClientOptions};
+    use skiff_model::core::ObjectReference;
+    use skiff_runtime::{EventRecorder, EventType, Registry};
+
+    let (cluster, control) = start().await;
+    let api = control.api();
+    let created = api.post(PODS, &pod("web", json!({}))).await.expect(201);
+    let client = Client::connect(&[cluster.endpoints()], ClientOptions::default())
+        .await
+        .unwrap();
+    let recorder = EventRecorder::new(Registry::new(client), "skiff-scheduler", "host-a");
+    let involved = ObjectReference {
+        kind: "Pod".into(),
+        namespace: "default".into(),
+        name: "web".into(),
+        uid: created["metadata"]["uid"].as_str().unwrap().into(),
+        api_version: "v1".into(),
+        ..ObjectReference::default()
+    };
+    let first = recorder
+        .record(
+            &involved,
+            EventType::Warning,
+            "FailedScheduling",
+            "0/1 nodes are available",
+        )
+        .await
+        .unwrap();
+    let second = recorder
+        .record(
+            &involved,
+            EventType::Warning,
+            "FailedScheduling",
+            "0/2 nodes are available",
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.key, second.key, "one event for one object and reason");
+    recorder
+        .record(
+            &involved,
+            EventType::Normal,
+            "Scheduled",
+            "Successfully assigned default/web to n1",
+        )
+        .await
+        .unwrap();
+
+    let list = api
+        .get("/api/v1/namespaces/default/events")
+        .await
+        .expect(200);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    let failed = items
+        .iter()
+        .find(|e| e["reason"] == "FailedScheduling")
+        .unwrap();
+    assert_eq!(failed["count"], 2);
+    assert_eq!(failed["message"], "0/2 nodes are available");
+    assert_eq!(failed["type"], "Warning");
+    assert_eq!(failed["involvedObject"]["name"], "web");
+    assert_eq!(failed["involvedObject"]["uid"], involved.uid.as_str());
+    assert_eq!(failed["source"]["component"], "skiff-scheduler");
+    assert!(failed["firstTimestamp"].is_string() && failed["lastTimestamp"].is_string());
+    assert!(failed["firstTimestamp"].as_str() <= failed["lastTimestamp"].as_str());
+    let scheduled = items.iter().find(|e| e["reason"] == "Scheduled").unwrap();
+    assert_eq!(scheduled["count"], 1);
+
+    // The events of the pod, selected as `kubectl describe` selects them.
+    let selected = api
+        .get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb,involvedObject.kind%3DPod")
+        .await
+        .expect(200);
+    assert_eq!(names(&selected).len(), 2, "{selected}");
+
+    let out = control.skiff(&["get", "events"], None).await;
+    out.success();
+    assert!(out.stdout.contains("FailedScheduling"), "{}", out.stdout);
+    let out = control.kubectl(&["get", "events"], None).await;
+    out.success();
+    assert!(
+        out.stdout.contains("Warning") && out.stdout.contains("pod/web"),
+        "{}",
+        out.stdout
+    );
+}

@@ -31,7 +31,7 @@ pub mod handlers;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
-pub mod registry;
+pub use skiff_runtime::registry;
 pub mod request;
 pub mod status;
 pub mod table;

@@ -107,9 +107,9 @@ impl ApiError {
                 ApiError::TooLargeResourceVersion { requested, current }
             }
             RegistryError::Unavailable(message) => ApiError::Unavailable(message),
-            RegistryError::Store(message) | RegistryError::Corrupt(message) => {
-                ApiError::Internal(message)
-            }
+            RegistryError::Store(message)
+            | RegistryError::Corrupt(message)
+            | RegistryError::Invalid(message) => ApiError::Internal(message),
         }
     }
 

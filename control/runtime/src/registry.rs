@@ -60,6 +60,10 @@ pub enum RegistryError {
     /// A stored value is not a JSON object.
     #[error("{0}")]
     Corrupt(String),
+    /// What the caller asked to write cannot be stored (a name no key can
+    /// hold, a value that does not encode).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<ClientError> for RegistryError {
