@@ -32,6 +32,7 @@ mod lease;
 mod maintenance;
 mod membership;
 mod mvcc;
+mod runtime;
 mod snapshot;
 mod watch;
 mod watch_faults;
