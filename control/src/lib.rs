@@ -6,9 +6,12 @@
 //! - [`table`]: the columns `kubectl get` prints for each kind, shared by
 //!   the API server's Table responses and the CLI.
 //!
-//! The scheduler and controllers join later. The control plane reaches state
+//! - [`scheduler`]: binds pods to nodes.
+//!
+//! The controllers join later. The control plane reaches state
 //! only through the store's etcd v3 API, via `skiff-client`; it never links
 //! RocksDB.
 
 pub mod api;
+pub mod scheduler;
 pub mod table;
