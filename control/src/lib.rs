@@ -6,6 +6,7 @@
 //! - [`table`]: the columns `kubectl get` prints for each kind, shared by
 //!   the API server's Table responses and the CLI.
 //!
+//! - [`manager`]: leader election, and the control loops of the leader;
 //! - [`scheduler`]: binds pods to nodes.
 //!
 //! The controllers join later. The control plane reaches state
@@ -13,5 +14,6 @@
 //! RocksDB.
 
 pub mod api;
+pub mod manager;
 pub mod scheduler;
 pub mod table;

@@ -33,6 +33,7 @@ mod maintenance;
 mod membership;
 mod mvcc;
 mod runtime;
+mod scheduler;
 mod snapshot;
 mod watch;
 mod watch_faults;

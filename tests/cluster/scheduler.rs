@@ -1,0 +1,175 @@
+//! The scheduler in a real skiff-control against a real store: pods are
+//! bound where they fit, replicas spread, a pod that fits nowhere is told
+//! why in Kubernetes' words and bound once a node that fits appears, and
+//! when the leading instance dies another one takes over within the lease
+//! TTL without binding any pod twice.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use skiff_tests::wait::wait_for;
+use skiff_tests::{Cluster, Control};
+use tokio::time::Instant;
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn node(name: &str, memory: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+    "metadata": {"name": name, "labels": labels},
+    "status": {
+        "capacity": {"cpu": "2", "memory": memory, "pods": "110"},
+        "allocatable": {"cpu": "2", "memory": memory, "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady"}]
+    }})
+}
+
+fn pod(name: &str, memory: &str, owner: Option<&str>) -> Value {
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": "busybox",
+            "resources": {"requests": {"cpu": "100m", "memory": memory}}}]}});
+    if let Some(uid) = owner {
+        p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "name": "web", "uid": uid, "controller": true}]);
+    }
+    p
+}
+
+async fn node_of(control: &Control, name: &str) -> String {
+    let api = control.api();
+    wait_for(format!("pod {name} to be bound"), WAIT, async || {
+        let p = api.get(&format!("{PODS}/{name}")).await.expect(200);
+        p["spec"]["nodeName"].as_str().map(str::to_string)
+    })
+    .await
+}
+
+async fn events_for(control: &Control, pod: &str) -> Vec<Value> {
+    let list = control
+        .api()
+        .get(&format!(
+            "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{pod}"
+        ))
+        .await
+        .expect(200);
+    list["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn scheduler_binds_spreads_and_explains() {
+    let cluster = Cluster::start(1).await;
+    let control = Control::start_leading(&cluster).await;
+    let api = control.api();
+    for (name, memory, zone) in [("n1", "2Gi", "a"), ("n2", "2Gi", "a"), ("n3", "8Gi", "b")] {
+        api.post("/api/v1/nodes", &node(name, memory, json!({"zone": zone})))
+            .await
+            .expect(201);
+    }
+    // Two replicas of one owner land on two nodes; n3 has the most room,
+    // so the first goes there.
+    api.post(PODS, &pod("web-1", "100Mi", Some("rs-uid")))
+        .await
+        .expect(201);
+    let first = node_of(&control, "web-1").await;
+    assert_eq!(first, "n3");
+    api.post(PODS, &pod("web-2", "100Mi", Some("rs-uid")))
+        .await
+        .expect(201);
+    let second = node_of(&control, "web-2").await;
+    assert_ne!(first, second, "replicas of one owner spread");
+    let bound = api.get(&format!("{PODS}/web-1")).await.expect(200);
+    let scheduled = &bound["status"]["conditions"][0];
+    assert_eq!(
+        (scheduled["type"].as_str(), scheduled["status"].as_str()),
+        (Some("PodScheduled"), Some("True"))
+    );
+    let events = events_for(&control, "web-1").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["reason"], "Scheduled");
+    assert_eq!(
+        events[0]["message"],
+        "Successfully assigned default/web-1 to n3"
+    );
+
+    // Too big for the zone-a nodes, and n3 is in zone b.
+    let mut big = pod("big", "3Gi", None);
+    big["spec"]["nodeSelector"] = json!({"zone": "a"});
+    api.post(PODS, &big).await.expect(201);
+    let expected = "0/3 nodes are available: 2 Insufficient memory, 1 node(s) didn't match Pod's node affinity/selector.";
+    let condition = wait_for("big to be marked unschedulable", WAIT, async || {
+        let p = api.get(&format!("{PODS}/big")).await.expect(200);
+        let c = p["status"]["conditions"][0].clone();
+        (c["reason"] == "Unschedulable").then_some(c)
+    })
+    .await;
+    assert_eq!(condition["type"], "PodScheduled");
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["message"], expected);
+    let events = events_for(&control, "big").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["reason"], "FailedScheduling");
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["message"], expected);
+    let out = control.skiff(&["describe", "pod", "big"], None).await;
+    out.success();
+    assert!(out.stdout.contains("FailedScheduling"), "{}", out.stdout);
+
+    // A node that fits appears: the pod is bound to it without waiting for
+    // the periodic retry.
+    let added = Instant::now();
+    api.post("/api/v1/nodes", &node("n4", "8Gi", json!({"zone": "a"})))
+        .await
+        .expect(201);
+    assert_eq!(node_of(&control, "big").await, "n4");
+    assert!(
+        added.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        added.elapsed()
+    );
+    let reasons: Vec<Value> = events_for(&control, "big")
+        .await
+        .iter()
+        .map(|e| e["reason"].clone())
+        .collect();
+    assert!(reasons.contains(&json!("Scheduled")), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn scheduler_fails_over_to_another_instance() {
+    let cluster = Cluster::start(3).await;
+    let mut first = Control::start_leading(&cluster).await;
+    let api = first.api();
+    api.post("/api/v1/nodes", &node("n1", "8Gi", json!({})))
+        .await
+        .expect(201);
+    api.post(PODS, &pod("p1", "10Mi", None)).await.expect(201);
+    assert_eq!(node_of(&first, "p1").await, "n1");
+    // The second instance serves the API but waits for the leadership.
+    let second = Control::start_leading(&cluster).await;
+    let api = second.api();
+
+    first.kill().await;
+    let killed = Instant::now();
+    for i in 2..=6 {
+        api.post(PODS, &pod(&format!("p{i}"), "10Mi", None))
+            .await
+            .expect(201);
+    }
+    for i in 2..=6 {
+        assert_eq!(node_of(&second, &format!("p{i}")).await, "n1");
+    }
+    let took = killed.elapsed();
+    // The lease TTL is 2 s; the new leader lists, then binds.
+    assert!(took < Duration::from_secs(10), "hand-over took {took:?}");
+    for i in 1..=6 {
+        let name = format!("p{i}");
+        let events = events_for(&second, &name).await;
+        let scheduled: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["reason"] == "Scheduled")
+            .collect();
+        assert_eq!(scheduled.len(), 1, "{name}: {events:?}");
+        assert_eq!(scheduled[0]["count"], 1, "{name} bound once: {events:?}");
+    }
+}
