@@ -628,6 +628,8 @@ struct DeleteOptions {
     uid: Option<String>,
     resource_version: Option<i64>,
     dry: bool,
+    /// `gracePeriodSeconds`, for a pod: how long its containers get to stop.
+    grace_period: Option<i64>,
 }
 
 fn delete_options(ctx: &Ctx) -> Result<DeleteOptions, ApiError> {
@@ -658,10 +660,26 @@ fn delete_options(ctx: &Ctx) -> Result<DeleteOptions, ApiError> {
         .get("dryRun")
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let grace_period = match query_param(&ctx.params, "gracePeriodSeconds") {
+        Some(g) => Some(g.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "gracePeriodSeconds {g:?} is not a number of seconds"
+            ))
+        })?),
+        None => body.get("gracePeriodSeconds").and_then(Value::as_i64),
+    };
+    if let Some(g) = grace_period
+        && g < 0
+    {
+        return Err(ApiError::BadRequest(format!(
+            "gracePeriodSeconds {g} is negative"
+        )));
+    }
     Ok(DeleteOptions {
         uid,
         resource_version,
         dry: dry_run(&ctx.params)? || body_dry,
+        grace_period,
     })
 }
 
@@ -723,6 +741,44 @@ async fn delete(
                 };
             }
             empty_namespace(registry, name).await?;
+        }
+        if resource.kind == "Pod"
+            && let Some(marked) = objects::mark_terminating_pod(
+                &current.value,
+                opts.grace_period,
+                skiff_model::Time::now(),
+            )
+        {
+            // A pod on a node stops gracefully: its agent stops the
+            // containers, then deletes the object.
+            if opts.dry {
+                return Ok(object_response(StatusCode::OK, resource, marked, false));
+            }
+            match registry.update(&key, &marked, current.mod_revision).await {
+                Ok(stored) => {
+                    tracing::info!(key = %key, grace = ?stored.value["metadata"]["deletionGracePeriodSeconds"], "pod terminating");
+                    return Ok(object_response(
+                        StatusCode::OK,
+                        resource,
+                        stored.value,
+                        false,
+                    ));
+                }
+                Err(RegistryError::Conflict) if !last => continue,
+                Err(e) => return Err(err(e)),
+            }
+        }
+        if resource.kind == "Pod"
+            && objects::is_terminating_pod(&current.value)
+            && opts.grace_period != Some(0)
+        {
+            // Already stopping, and not forced: nothing more to do now.
+            return Ok(object_response(
+                StatusCode::OK,
+                resource,
+                current.value,
+                false,
+            ));
         }
         let meta = &current.value["metadata"];
         let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());

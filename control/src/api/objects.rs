@@ -307,6 +307,49 @@ pub fn mark_deleted(v: &Value, now: &str) -> Option<Value> {
     Some(v)
 }
 
+/// Whether a pod is stopping on its node: bound, with a deletion
+/// timestamp.
+pub fn is_terminating_pod(pod: &Value) -> bool {
+    let bound = pod["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    bound && !pod["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// A pod bound to a node, marked for a graceful delete: `deletionTimestamp`
+/// is now plus the grace period (`grace`, else the pod's
+/// `terminationGracePeriodSeconds`, else 30 s), as in Kubernetes. `None`
+/// when the pod is to go at once: unbound, a grace period of 0, or already
+/// marked with a grace period no longer than this one.
+pub fn mark_terminating_pod(
+    pod: &Value,
+    grace: Option<i64>,
+    now: skiff_model::Time,
+) -> Option<Value> {
+    let bound = pod["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let grace = grace
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    if !bound || grace == 0 {
+        return None;
+    }
+    let current = pod["metadata"]["deletionGracePeriodSeconds"].as_i64();
+    if current.is_some_and(|c| c <= grace) {
+        return None;
+    }
+    let mut v = pod.clone();
+    let meta = meta_mut(&mut v);
+    let deadline = skiff_model::Time::from_unix(now.unix_seconds().saturating_add(grace));
+    meta.insert(
+        "deletionTimestamp".into(),
+        Value::String(deadline.to_string()),
+    );
+    meta.insert("deletionGracePeriodSeconds".into(), Value::from(grace));
+    Some(v)
+}
+
 /// Whether a namespace is being deleted (`status.phase: Terminating`).
 pub fn is_terminating(namespace: &Value) -> bool {
     namespace
@@ -385,6 +428,34 @@ pub fn body_resource_version(body: &Value) -> Result<Option<i64>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bound_pods_stop_gracefully() {
+        let now = skiff_model::Time::from_unix(1_000);
+        let unbound = serde_json::json!({"metadata": {"name": "p"}, "spec": {}});
+        assert_eq!(mark_terminating_pod(&unbound, None, now), None);
+        let bound = serde_json::json!({"metadata": {"name": "p"},
+            "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10}});
+        let marked = mark_terminating_pod(&bound, None, now).unwrap();
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 10);
+        assert_eq!(
+            marked["metadata"]["deletionTimestamp"],
+            skiff_model::Time::from_unix(1_010).to_string()
+        );
+        assert!(is_terminating_pod(&marked));
+        assert_eq!(
+            mark_terminating_pod(&marked, None, now),
+            None,
+            "already stopping"
+        );
+        let shorter = mark_terminating_pod(&marked, Some(2), now).unwrap();
+        assert_eq!(shorter["metadata"]["deletionGracePeriodSeconds"], 2);
+        assert_eq!(
+            mark_terminating_pod(&bound, Some(0), now),
+            None,
+            "forced: at once"
+        );
+    }
     use serde_json::json;
     use skiff_model::resources;
 
