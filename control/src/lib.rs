@@ -7,13 +7,13 @@
 //!   the API server's Table responses and the CLI.
 //!
 //! - [`manager`]: leader election, and the control loops of the leader;
-//! - [`scheduler`]: binds pods to nodes.
-//!
-//! The controllers join later. The control plane reaches state
+//! - [`scheduler`]: binds pods to nodes;
+//! - [`controllers`]: ReplicaSets and ReplicationControllers. The control plane reaches state
 //! only through the store's etcd v3 API, via `skiff-client`; it never links
 //! RocksDB.
 
 pub mod api;
+pub mod controllers;
 pub mod manager;
 pub mod scheduler;
 pub mod table;

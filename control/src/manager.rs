@@ -18,7 +18,11 @@ use skiff_runtime::{Backoff, Election, EventRecorder, Informer, Registry, WorkQu
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::controllers::replicas::{OwnerKind, ReplicaController};
 use crate::scheduler::Scheduler;
+
+/// Workers of each controller (the scheduler has one).
+const CONTROLLER_WORKERS: usize = 4;
 
 /// The election key; outside `/registry/` so that no API lists it.
 pub const LEADER_KEY: &str = "/skiff/leader/control";
@@ -99,9 +103,36 @@ fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToke
         nodes.cache(),
         events,
     ));
+    let mut replica_loops = Vec::new();
+    for (kind, resource) in [
+        (OwnerKind::ReplicaSet, "replicasets"),
+        (OwnerKind::ReplicationController, "replicationcontrollers"),
+    ] {
+        let mut owners = Informer::new(registry.clone(), prefix(resource), settings.resync);
+        let queue = Arc::new(WorkQueue::new(settings.queue_limit, Backoff::default()));
+        ReplicaController::wire(kind, &mut owners, &mut pods, &queue);
+        let controller = Arc::new(ReplicaController::new(
+            kind,
+            registry.clone(),
+            owners.cache(),
+            pods.cache(),
+        ));
+        replica_loops.push((owners.cache(), controller, queue));
+        tasks.spawn(owners.run(cancel.clone()));
+    }
     let (pods_cache, nodes_cache) = (pods.cache(), nodes.cache());
     tasks.spawn(pods.run(cancel.clone()));
     tasks.spawn(nodes.run(cancel.clone()));
+    for (owners_cache, controller, queue) in replica_loops {
+        let (cancel, pods_cache) = (cancel.clone(), pods_cache.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = async { pods_cache.wait_synced().await; owners_cache.wait_synced().await } => {}
+            }
+            run_workers(controller, queue, CONTROLLER_WORKERS, cancel).await;
+        });
+    }
     tasks.spawn(async move {
         // Decide nothing before both copies are in.
         tokio::select! {

@@ -23,6 +23,7 @@ mod cli_maintenance;
 mod cli_resources;
 mod cli_watch_lease;
 mod compaction;
+mod controllers;
 mod etcdctl;
 mod etcdctl_watch_lease;
 mod failover;

@@ -1,0 +1,7 @@
+//! The controllers: each reconciles one kind towards its desired state,
+//! through skiff-runtime's informers, work queues and workers.
+//!
+//! - [`replicas`]: ReplicaSets and ReplicationControllers hold their
+//!   replica counts.
+
+pub mod replicas;

@@ -1,0 +1,208 @@
+//! The replica controllers in a real skiff-control against a real store:
+//! a ReplicaSet and a ReplicationController hold their counts through
+//! scaling, deleted pods and orphans that match.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use skiff_tests::wait::wait_for;
+use skiff_tests::{Cluster, Control};
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The active pods whose controller has `uid`, by name.
+async fn owned(control: &Control, uid: &str) -> Vec<String> {
+    let list = control.api().get(PODS).await.expect(200);
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["uid"] == uid && o["controller"] == true))
+        })
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn wait_count(control: &Control, uid: &str, n: usize) -> Vec<String> {
+    wait_for(format!("{n} pods owned by {uid}"), WAIT, async || {
+        let names = owned(control, uid).await;
+        if names.len() == n {
+            Ok(names)
+        } else {
+            Err(format!("{} pods: {names:?}", names.len()))
+        }
+    })
+    .await
+}
+
+const RS: &str = "\
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: frontend
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      tier: frontend
+  template:
+    metadata:
+      labels:
+        tier: frontend
+    spec:
+      containers:
+      - name: php-redis
+        image: us-docker.pkg.dev/google-samples/containers/gke/gb-frontend:v5
+";
+
+#[tokio::test]
+async fn controllers_replicaset_holds_its_count() {
+    let cluster = Cluster::start(1).await;
+    let control = Control::start_leading(&cluster).await;
+    let api = control.api();
+    let rs = api
+        .apply("/apis/apps/v1/namespaces/default/replicasets/frontend", RS)
+        .await
+        .expect(201);
+    let uid = rs["metadata"]["uid"].as_str().unwrap().to_string();
+    let first = wait_count(&control, &uid, 3).await;
+    for name in &first {
+        assert!(name.starts_with("frontend-"), "{name}");
+        let p = api.get(&format!("{PODS}/{name}")).await.expect(200);
+        assert_eq!(p["metadata"]["labels"]["tier"], "frontend");
+        assert_eq!(p["spec"]["restartPolicy"], "Always");
+    }
+    wait_for("the status to count 3", WAIT, async || {
+        let rs = api
+            .get("/apis/apps/v1/namespaces/default/replicasets/frontend")
+            .await
+            .expect(200);
+        rs["status"]["replicas"] == 3 && rs["status"]["observedGeneration"] == 1
+    })
+    .await;
+
+    // A deleted pod is replaced.
+    api.delete(&format!("{PODS}/{}", first[0]))
+        .await
+        .expect(200);
+    let after = wait_for("a replacement", WAIT, async || {
+        let names = owned(&control, &uid).await;
+        (names.len() == 3 && !names.contains(&first[0])).then_some(names)
+    })
+    .await;
+    assert_eq!(after.iter().filter(|n| first.contains(n)).count(), 2);
+
+    // Scaled up and down through the scale subresource.
+    let out = control
+        .skiff(&["scale", "rs", "frontend", "--replicas", "5"], None)
+        .await;
+    assert_eq!(
+        out.success().lines(),
+        ["replicaset.apps/frontend scaled"],
+        "{out}"
+    );
+    wait_count(&control, &uid, 5).await;
+    control
+        .skiff(&["scale", "rs", "frontend", "--replicas", "1"], None)
+        .await
+        .success();
+    wait_count(&control, &uid, 1).await;
+    wait_for("the status to count 1", WAIT, async || {
+        let rs = api
+            .get("/apis/apps/v1/namespaces/default/replicasets/frontend")
+            .await
+            .expect(200);
+        rs["status"]["replicas"] == 1 && rs["status"]["observedGeneration"] == 3
+    })
+    .await;
+
+    // A matching orphan is adopted, and then one of the two goes.
+    let orphan = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orphan", "labels": {"tier": "frontend"}},
+        "spec": {"containers": [{"name": "a", "image": "busybox"}]}});
+    api.post(PODS, &orphan).await.expect(201);
+    wait_for("the orphan to be adopted or replaced", WAIT, async || {
+        let p = api.get(&format!("{PODS}/orphan")).await;
+        let adopted_or_gone = p.status.as_u16() == 404
+            || p.expect(200)["metadata"]["ownerReferences"][0]["uid"] == uid.as_str();
+        adopted_or_gone && owned(&control, &uid).await.len() == 1
+    })
+    .await;
+    // A pod that does not match is left alone.
+    let other = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "other", "labels": {"tier": "backend"}},
+        "spec": {"containers": [{"name": "a", "image": "busybox"}]}});
+    api.post(PODS, &other).await.expect(201);
+    control
+        .skiff(&["scale", "rs", "frontend", "--replicas", "2"], None)
+        .await
+        .success();
+    wait_count(&control, &uid, 2).await;
+    let other: Value = api.get(&format!("{PODS}/other")).await.expect(200);
+    assert!(other["metadata"]["ownerReferences"].is_null(), "{other}");
+}
+
+const RC: &str = "\
+apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: nginx
+spec:
+  replicas: 2
+  selector:
+    app: nginx
+  template:
+    metadata:
+      name: nginx
+      labels:
+        app: nginx
+    spec:
+      containers:
+      - name: nginx
+        image: nginx
+        ports:
+        - containerPort: 80
+";
+
+#[tokio::test]
+async fn controllers_replication_controller_scales() {
+    let cluster = Cluster::start(1).await;
+    let control = Control::start_leading(&cluster).await;
+    let api = control.api();
+    let rc = api
+        .apply(
+            "/api/v1/namespaces/default/replicationcontrollers/nginx",
+            RC,
+        )
+        .await
+        .expect(201);
+    let uid = rc["metadata"]["uid"].as_str().unwrap().to_string();
+    wait_count(&control, &uid, 2).await;
+    let out = control
+        .skiff(&["scale", "rc", "nginx", "--replicas", "4"], None)
+        .await;
+    assert_eq!(
+        out.success().lines(),
+        ["replicationcontroller/nginx scaled"],
+        "{out}"
+    );
+    wait_count(&control, &uid, 4).await;
+    wait_for("the RC status to count 4", WAIT, async || {
+        let rc = api
+            .get("/api/v1/namespaces/default/replicationcontrollers/nginx")
+            .await
+            .expect(200);
+        rc["status"]["replicas"] == 4
+    })
+    .await;
+    let out = control.skiff(&["get", "rc", "nginx"], None).await;
+    let text = out.success().stdout.clone();
+    assert!(text.contains("nginx") && text.contains(" 4 "), "{text}");
+}
