@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use skiff_client::Client;
 use skiff_model::resources;
-use skiff_runtime::{Backoff, Election, EventRecorder, Informer, Registry, WorkQueue, run_workers};
+use skiff_runtime::{
+    Backoff, Cache, Election, EventRecorder, Informer, Registry, WorkQueue, run_workers,
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::controllers::gc::GarbageCollector;
 use crate::controllers::replicas::{OwnerKind, ReplicaController};
 use crate::scheduler::Scheduler;
 
@@ -89,63 +92,107 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
     }
 }
 
+/// Starts `run_workers` for a controller once every copy it reads is in.
+fn spawn_workers<R: skiff_runtime::Reconcile>(
+    tasks: &mut JoinSet<()>,
+    reconciler: Arc<R>,
+    queue: Arc<WorkQueue<String>>,
+    workers: usize,
+    reads: Vec<Cache>,
+    cancel: CancellationToken,
+) {
+    tasks.spawn(async move {
+        // Decide nothing before the copies are in.
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = async { for c in &reads { c.wait_synced().await } } => {}
+        }
+        tracing::info!(controller = reconciler.name(), "started");
+        run_workers(reconciler, queue, workers, cancel).await;
+    });
+}
+
 fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToken) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
-    let mut pods = Informer::new(registry.clone(), prefix("pods"), settings.resync);
-    let mut nodes = Informer::new(registry.clone(), prefix("nodes"), settings.resync);
-    let events = EventRecorder::new(registry.clone(), "default-scheduler", &settings.identity);
+    let informer =
+        |resource: &str| Informer::new(registry.clone(), prefix(resource), settings.resync);
+    let queue = || Arc::new(WorkQueue::new(settings.queue_limit, Backoff::default()));
+    let mut pods = informer("pods");
+    let mut nodes = informer("nodes");
+    let mut replicasets = informer("replicasets");
+    let mut rcs = informer("replicationcontrollers");
+    let mut deployments = informer("deployments");
 
-    let scheduler_queue = Arc::new(WorkQueue::new(settings.queue_limit, Backoff::default()));
+    let scheduler_queue = queue();
     Scheduler::wire(&mut pods, &mut nodes, &scheduler_queue);
+    let events = EventRecorder::new(registry.clone(), "default-scheduler", &settings.identity);
     let scheduler = Arc::new(Scheduler::new(
         registry.clone(),
         pods.cache(),
         nodes.cache(),
         events,
     ));
-    let mut replica_loops = Vec::new();
-    for (kind, resource) in [
-        (OwnerKind::ReplicaSet, "replicasets"),
-        (OwnerKind::ReplicationController, "replicationcontrollers"),
+    // The scheduler binds one pod at a time, as Kubernetes' does.
+    spawn_workers(
+        &mut tasks,
+        scheduler,
+        scheduler_queue,
+        1,
+        vec![pods.cache(), nodes.cache()],
+        cancel.clone(),
+    );
+
+    for (kind, owners) in [
+        (OwnerKind::ReplicaSet, &mut replicasets),
+        (OwnerKind::ReplicationController, &mut rcs),
     ] {
-        let mut owners = Informer::new(registry.clone(), prefix(resource), settings.resync);
-        let queue = Arc::new(WorkQueue::new(settings.queue_limit, Backoff::default()));
-        ReplicaController::wire(kind, &mut owners, &mut pods, &queue);
+        let q = queue();
+        ReplicaController::wire(kind, owners, &mut pods, &q);
         let controller = Arc::new(ReplicaController::new(
             kind,
             registry.clone(),
             owners.cache(),
             pods.cache(),
         ));
-        replica_loops.push((owners.cache(), controller, queue));
-        tasks.spawn(owners.run(cancel.clone()));
-    }
-    let (pods_cache, nodes_cache) = (pods.cache(), nodes.cache());
-    tasks.spawn(pods.run(cancel.clone()));
-    tasks.spawn(nodes.run(cancel.clone()));
-    for (owners_cache, controller, queue) in replica_loops {
-        let (cancel, pods_cache) = (cancel.clone(), pods_cache.clone());
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = async { pods_cache.wait_synced().await; owners_cache.wait_synced().await } => {}
-            }
-            run_workers(controller, queue, CONTROLLER_WORKERS, cancel).await;
-        });
-    }
-    tasks.spawn(async move {
-        // Decide nothing before both copies are in.
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = async { pods_cache.wait_synced().await; nodes_cache.wait_synced().await } => {}
-        }
-        tracing::info!(
-            pods = pods_cache.len(),
-            nodes = nodes_cache.len(),
-            "control loops started"
+        spawn_workers(
+            &mut tasks,
+            controller,
+            q,
+            CONTROLLER_WORKERS,
+            vec![pods.cache(), owners.cache()],
+            cancel.clone(),
         );
-        // The scheduler binds one pod at a time, as Kubernetes' does.
-        run_workers(scheduler, scheduler_queue, 1, cancel).await;
-    });
+    }
+
+    let gc_queue = queue();
+    let dependents = vec![pods.cache(), replicasets.cache()];
+    GarbageCollector::watch_dependents(&mut pods, &gc_queue);
+    GarbageCollector::watch_dependents(&mut replicasets, &gc_queue);
+    for owners in [&mut replicasets, &mut rcs, &mut deployments] {
+        GarbageCollector::watch_owners(owners, dependents.clone(), &gc_queue);
+    }
+    let gc = Arc::new(GarbageCollector::new(
+        registry.clone(),
+        vec![("pods", pods.cache()), ("replicasets", replicasets.cache())],
+        vec![replicasets.cache(), rcs.cache(), deployments.cache()],
+    ));
+    let all = vec![
+        pods.cache(),
+        replicasets.cache(),
+        rcs.cache(),
+        deployments.cache(),
+    ];
+    spawn_workers(
+        &mut tasks,
+        gc,
+        gc_queue,
+        CONTROLLER_WORKERS,
+        all,
+        cancel.clone(),
+    );
+
+    for i in [pods, nodes, replicasets, rcs, deployments] {
+        tasks.spawn(i.run(cancel.clone()));
+    }
     tasks
 }

@@ -206,3 +206,57 @@ async fn controllers_replication_controller_scales() {
     let text = out.success().stdout.clone();
     assert!(text.contains("nginx") && text.contains(" 4 "), "{text}");
 }
+
+/// Deleting an owner deletes its pods (background propagation); pods of
+/// other owners and pods with no owner stay.
+#[tokio::test]
+async fn controllers_deleting_an_owner_deletes_its_pods() {
+    let cluster = Cluster::start(1).await;
+    let control = Control::start_leading(&cluster).await;
+    let api = control.api();
+    let rc = api
+        .apply(
+            "/api/v1/namespaces/default/replicationcontrollers/nginx",
+            RC,
+        )
+        .await
+        .expect(201);
+    let rc_uid = rc["metadata"]["uid"].as_str().unwrap().to_string();
+    let rs = api
+        .apply("/apis/apps/v1/namespaces/default/replicasets/frontend", RS)
+        .await
+        .expect(201);
+    let rs_uid = rs["metadata"]["uid"].as_str().unwrap().to_string();
+    let loner = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "loner", "labels": {"app": "other"}},
+        "spec": {"containers": [{"name": "a", "image": "busybox"}]}});
+    api.post(PODS, &loner).await.expect(201);
+    wait_count(&control, &rc_uid, 2).await;
+    wait_count(&control, &rs_uid, 3).await;
+
+    api.delete("/api/v1/namespaces/default/replicationcontrollers/nginx")
+        .await
+        .expect(200);
+    wait_for("the RC's pods to be deleted", WAIT, async || {
+        let list = api.get(PODS).await.expect(200);
+        let left: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == rc_uid.as_str())
+            .map(|p| p["metadata"]["name"].as_str().unwrap())
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("left: {left:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        owned(&control, &rs_uid).await.len(),
+        3,
+        "the ReplicaSet's pods stay"
+    );
+    api.get(&format!("{PODS}/loner")).await.expect(200);
+}

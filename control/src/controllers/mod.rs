@@ -2,6 +2,8 @@
 //! through skiff-runtime's informers, work queues and workers.
 //!
 //! - [`replicas`]: ReplicaSets and ReplicationControllers hold their
-//!   replica counts.
+//!   replica counts;
+//! - [`gc`]: objects whose owners are gone are deleted.
 
+pub mod gc;
 pub mod replicas;
