@@ -20,6 +20,7 @@ use skiff_runtime::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::controllers::deployment::DeploymentController;
 use crate::controllers::gc::GarbageCollector;
 use crate::controllers::replicas::{OwnerKind, ReplicaController};
 use crate::scheduler::Scheduler;
@@ -163,6 +164,23 @@ fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToke
             cancel.clone(),
         );
     }
+
+    let deployment_queue = queue();
+    DeploymentController::wire(&mut deployments, &mut replicasets, &deployment_queue);
+    let deployment = Arc::new(DeploymentController::new(
+        registry.clone(),
+        deployments.cache(),
+        replicasets.cache(),
+        pods.cache(),
+    ));
+    spawn_workers(
+        &mut tasks,
+        deployment,
+        deployment_queue,
+        CONTROLLER_WORKERS,
+        vec![deployments.cache(), replicasets.cache(), pods.cache()],
+        cancel.clone(),
+    );
 
     let gc_queue = queue();
     let dependents = vec![pods.cache(), replicasets.cache()];

@@ -3,7 +3,9 @@
 //!
 //! - [`replicas`]: ReplicaSets and ReplicationControllers hold their
 //!   replica counts;
+//! - [`deployment`]: Deployments roll their ReplicaSets;
 //! - [`gc`]: objects whose owners are gone are deleted.
 
+pub mod deployment;
 pub mod gc;
 pub mod replicas;
