@@ -22,6 +22,7 @@ pub mod describe;
 pub mod get;
 pub mod label;
 pub mod manifest;
+pub mod rollout;
 pub mod scale;
 pub mod tabwriter;
 
@@ -108,6 +109,9 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Set the replicas of a deployment, replica set or replication controller.
     Scale(scale::ScaleArgs),
+    /// Follow, list and undo the rollouts of a deployment.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Add, change or remove labels: skiff label KIND NAME k=v k-
     Label(label::LabelArgs),
     /// The resource types the API server serves.
@@ -123,6 +127,7 @@ pub async fn run(command: Command, out: &mut dyn Write) -> ExitCode {
         Command::Describe(args) => describe::describe(args, out).await,
         Command::Delete(args) => delete::delete(args, out).await,
         Command::Scale(args) => scale::scale(args, out).await,
+        Command::Rollout(command) => rollout::rollout(command, out).await,
         Command::Label(args) => label::label(args, out).await,
         Command::ApiResources(args) => get::api_resources(args, out).await,
     };
