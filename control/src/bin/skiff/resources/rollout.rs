@@ -155,7 +155,7 @@ async fn status(args: RolloutArgs, out: &mut dyn Write) -> Result<(), CliError> 
         }
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return Err(CliError::Local(
-                "error: timed out waiting for the condition".to_string(),
+                "timed out waiting for the condition".to_string(),
             ));
         }
         tokio::time::sleep(STATUS_POLL).await;
@@ -225,7 +225,7 @@ async fn undo(args: RolloutArgs, out: &mut dyn Write) -> Result<(), CliError> {
             .find(|(r, _)| *r == args.to_revision)
             .ok_or_else(|| {
                 CliError::Local(format!(
-                    "error: unable to find specified revision {} in history",
+                    "unable to find specified revision {} in history",
                     args.to_revision
                 ))
             })?
