@@ -173,3 +173,123 @@ async fn scheduler_fails_over_to_another_instance() {
         assert_eq!(scheduled[0]["count"], 1, "{name} bound once: {events:?}");
     }
 }
+
+const FRONTEND: &str = "\
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: frontend
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      tier: frontend
+  template:
+    metadata:
+      labels:
+        tier: frontend
+    spec:
+      containers:
+      - name: app
+        image: busybox
+        resources:
+          requests:
+            cpu: 100m
+            memory: 10Mi
+";
+
+/// The nodes of the pods of the frontend ReplicaSet that are not being
+/// deleted, sorted.
+async fn frontend_nodes(control: &Control) -> Vec<String> {
+    let list = control
+        .api()
+        .get(&format!("{PODS}?labelSelector=tier%3Dfrontend"))
+        .await
+        .expect(200);
+    let mut nodes: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+/// cordon keeps new pods off a node; drain moves a node's pods elsewhere
+/// through their controller, and refuses pods no controller would bring
+/// back unless forced.
+#[tokio::test]
+async fn scheduler_cordon_and_drain() {
+    let cluster = Cluster::start(1).await;
+    let control = Control::start_leading(&cluster).await;
+    let api = control.api();
+    for name in ["n1", "n2"] {
+        api.post("/api/v1/nodes", &node(name, "4Gi", json!({})))
+            .await
+            .expect(201);
+    }
+    api.apply(
+        "/apis/apps/v1/namespaces/default/replicasets/frontend",
+        FRONTEND,
+    )
+    .await
+    .expect(201);
+    wait_for("3 frontend pods on both nodes", WAIT, async || {
+        let nodes = frontend_nodes(&control).await;
+        nodes.len() == 3 && nodes.contains(&"n1".to_string()) && nodes.contains(&"n2".to_string())
+    })
+    .await;
+
+    let out = control.skiff(&["cordon", "n1"], None).await;
+    assert_eq!(out.success().lines(), ["node/n1 cordoned"], "{out}");
+    let out = control.skiff(&["cordon", "n1"], None).await;
+    assert_eq!(out.success().lines(), ["node/n1 already cordoned"], "{out}");
+    let n1 = api.get("/api/v1/nodes/n1").await.expect(200);
+    assert_eq!(n1["spec"]["unschedulable"], true);
+
+    // Draining n1 moves its pods to n2.
+    let out = control
+        .skiff(&["drain", "n1", "--grace-period", "0"], None)
+        .await;
+    let lines = out.success().lines();
+    assert_eq!(
+        lines.first().copied(),
+        Some("node/n1 already cordoned"),
+        "{out}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("node/n1 drained"),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pod/frontend-") && l.ends_with(" evicted")),
+        "{out}"
+    );
+    wait_for("the frontend to move to n2", WAIT, async || {
+        frontend_nodes(&control).await == ["n2", "n2", "n2"]
+    })
+    .await;
+
+    // A pod with no controller on n2: drain refuses it, and deletes nothing.
+    let mut loner = pod("loner", "10Mi", None);
+    loner["spec"]["nodeName"] = json!("n2");
+    api.post(PODS, &loner).await.expect(201);
+    let out = control
+        .skiff(&["drain", "n2", "--grace-period", "0"], None)
+        .await;
+    assert!(!out.status.success(), "{out}");
+    assert_eq!(
+        out.stderr.trim(),
+        "error: unable to drain node \"n2\" due to error: cannot delete Pods that declare no controller (use --force to override): default/loner"
+    );
+    api.get(&format!("{PODS}/loner")).await.expect(200);
+    assert_eq!(frontend_nodes(&control).await, ["n2", "n2", "n2"]);
+
+    let out = control.skiff(&["uncordon", "n1"], None).await;
+    assert_eq!(out.success().lines(), ["node/n1 uncordoned"], "{out}");
+}

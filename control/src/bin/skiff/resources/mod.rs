@@ -22,6 +22,7 @@ pub mod describe;
 pub mod get;
 pub mod label;
 pub mod manifest;
+pub mod node;
 pub mod rollout;
 pub mod scale;
 pub mod tabwriter;
@@ -109,6 +110,12 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Set the replicas of a deployment, replica set or replication controller.
     Scale(scale::ScaleArgs),
+    /// Mark a node unschedulable: skiff cordon NODE
+    Cordon(node::CordonArgs),
+    /// Mark a node schedulable again: skiff uncordon NODE
+    Uncordon(node::CordonArgs),
+    /// Cordon a node and delete its pods so that they are recreated elsewhere.
+    Drain(node::DrainArgs),
     /// Follow, list and undo the rollouts of a deployment.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
@@ -128,6 +135,9 @@ pub async fn run(command: Command, out: &mut dyn Write) -> ExitCode {
         Command::Delete(args) => delete::delete(args, out).await,
         Command::Scale(args) => scale::scale(args, out).await,
         Command::Rollout(command) => rollout::rollout(command, out).await,
+        Command::Cordon(args) => node::cordon(args, out).await,
+        Command::Uncordon(args) => node::uncordon(args, out).await,
+        Command::Drain(args) => node::drain(args, out).await,
         Command::Label(args) => label::label(args, out).await,
         Command::ApiResources(args) => get::api_resources(args, out).await,
     };
