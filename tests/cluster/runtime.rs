@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn client(cluster: &Cluster) -> Client {
-    Client::connect(&[cluster.endpoints()], ClientOptions::default())
+    let endpoints: Vec<String> = cluster.endpoints().split(',').map(str::to_string).collect();
+    Client::connect(&endpoints, ClientOptions::default())
         .await
         .unwrap()
 }

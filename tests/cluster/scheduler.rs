@@ -24,16 +24,11 @@ fn node(name: &str, memory: &str, labels: Value) -> Value {
     }})
 }
 
-fn pod(name: &str, memory: &str, owner: Option<&str>) -> Value {
-    let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+fn pod(name: &str, memory: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name},
         "spec": {"containers": [{"name": "app", "image": "busybox",
-            "resources": {"requests": {"cpu": "100m", "memory": memory}}}]}});
-    if let Some(uid) = owner {
-        p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "name": "web", "uid": uid, "controller": true}]);
-    }
-    p
+            "resources": {"requests": {"cpu": "100m", "memory": memory}}}]}})
 }
 
 async fn node_of(control: &Control, name: &str) -> String {
@@ -67,33 +62,54 @@ async fn scheduler_binds_spreads_and_explains() {
             .expect(201);
     }
     // Two replicas of one owner land on two nodes; n3 has the most room,
-    // so the first goes there.
-    api.post(PODS, &pod("web-1", "100Mi", Some("rs-uid")))
+    // so one of them goes there.
+    let web = FRONTEND
+        .replace("frontend", "web")
+        .replace("replicas: 3", "replicas: 2");
+    api.apply("/apis/apps/v1/namespaces/default/replicasets/web", &web)
         .await
         .expect(201);
-    let first = node_of(&control, "web-1").await;
-    assert_eq!(first, "n3");
-    api.post(PODS, &pod("web-2", "100Mi", Some("rs-uid")))
-        .await
-        .expect(201);
-    let second = node_of(&control, "web-2").await;
-    assert_ne!(first, second, "replicas of one owner spread");
-    let bound = api.get(&format!("{PODS}/web-1")).await.expect(200);
-    let scheduled = &bound["status"]["conditions"][0];
+    let bound = wait_for("both web pods to be bound", WAIT, async || {
+        let list = api
+            .get(&format!("{PODS}?labelSelector=tier%3Dweb"))
+            .await
+            .expect(200);
+        let items = list["items"].as_array().unwrap().clone();
+        let all_bound = items.len() == 2 && items.iter().all(|p| p["spec"]["nodeName"].is_string());
+        all_bound.then_some(items)
+    })
+    .await;
+    let mut nodes: Vec<&str> = bound
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+        .collect();
+    nodes.sort();
+    assert_ne!(nodes[0], nodes[1], "replicas of one owner spread");
+    assert!(nodes.contains(&"n3"), "{nodes:?}");
+    let first = &bound[0];
+    let name = first["metadata"]["name"].as_str().unwrap();
+    let scheduled = &first["status"]["conditions"][0];
     assert_eq!(
         (scheduled["type"].as_str(), scheduled["status"].as_str()),
         (Some("PodScheduled"), Some("True"))
     );
-    let events = events_for(&control, "web-1").await;
+    let events = wait_for("the Scheduled event", WAIT, async || {
+        let events = events_for(&control, name).await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["reason"], "Scheduled");
     assert_eq!(
         events[0]["message"],
-        "Successfully assigned default/web-1 to n3"
+        format!(
+            "Successfully assigned default/{name} to {}",
+            first["spec"]["nodeName"].as_str().unwrap()
+        )
     );
 
     // Too big for the zone-a nodes, and n3 is in zone b.
-    let mut big = pod("big", "3Gi", None);
+    let mut big = pod("big", "3Gi");
     big["spec"]["nodeSelector"] = json!({"zone": "a"});
     api.post(PODS, &big).await.expect(201);
     let expected = "0/3 nodes are available: 2 Insufficient memory, 1 node(s) didn't match Pod's node affinity/selector.";
@@ -106,7 +122,12 @@ async fn scheduler_binds_spreads_and_explains() {
     assert_eq!(condition["type"], "PodScheduled");
     assert_eq!(condition["status"], "False");
     assert_eq!(condition["message"], expected);
-    let events = events_for(&control, "big").await;
+    // The event is recorded after the condition is written.
+    let events = wait_for("the FailedScheduling event", WAIT, async || {
+        let events = events_for(&control, "big").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["reason"], "FailedScheduling");
     assert_eq!(events[0]["type"], "Warning");
@@ -127,12 +148,11 @@ async fn scheduler_binds_spreads_and_explains() {
         "{:?}",
         added.elapsed()
     );
-    let reasons: Vec<Value> = events_for(&control, "big")
-        .await
-        .iter()
-        .map(|e| e["reason"].clone())
-        .collect();
-    assert!(reasons.contains(&json!("Scheduled")), "{reasons:?}");
+    wait_for("the Scheduled event of big", WAIT, async || {
+        let events = events_for(&control, "big").await;
+        events.iter().any(|e| e["reason"] == "Scheduled")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -143,7 +163,7 @@ async fn scheduler_fails_over_to_another_instance() {
     api.post("/api/v1/nodes", &node("n1", "8Gi", json!({})))
         .await
         .expect(201);
-    api.post(PODS, &pod("p1", "10Mi", None)).await.expect(201);
+    api.post(PODS, &pod("p1", "10Mi")).await.expect(201);
     assert_eq!(node_of(&first, "p1").await, "n1");
     // The second instance serves the API but waits for the leadership.
     let second = Control::start_leading(&cluster).await;
@@ -152,7 +172,7 @@ async fn scheduler_fails_over_to_another_instance() {
     first.kill().await;
     let killed = Instant::now();
     for i in 2..=6 {
-        api.post(PODS, &pod(&format!("p{i}"), "10Mi", None))
+        api.post(PODS, &pod(&format!("p{i}"), "10Mi"))
             .await
             .expect(201);
     }
@@ -164,7 +184,14 @@ async fn scheduler_fails_over_to_another_instance() {
     assert!(took < Duration::from_secs(10), "hand-over took {took:?}");
     for i in 1..=6 {
         let name = format!("p{i}");
-        let events = events_for(&second, &name).await;
+        let events = wait_for(format!("the Scheduled event of {name}"), WAIT, async || {
+            let events = events_for(&second, &name).await;
+            events
+                .iter()
+                .any(|e| e["reason"] == "Scheduled")
+                .then_some(events)
+        })
+        .await;
         let scheduled: Vec<&Value> = events
             .iter()
             .filter(|e| e["reason"] == "Scheduled")
@@ -259,11 +286,7 @@ async fn scheduler_cordon_and_drain() {
         Some("node/n1 already cordoned"),
         "{out}"
     );
-    assert_eq!(
-        lines.last().copied(),
-        Some("node/n1 drained"),
-        "{out}"
-    );
+    assert_eq!(lines.last().copied(), Some("node/n1 drained"), "{out}");
     assert!(
         lines
             .iter()
@@ -276,7 +299,7 @@ async fn scheduler_cordon_and_drain() {
     .await;
 
     // A pod with no controller on n2: drain refuses it, and deletes nothing.
-    let mut loner = pod("loner", "10Mi", None);
+    let mut loner = pod("loner", "10Mi");
     loner["spec"]["nodeName"] = json!("n2");
     api.post(PODS, &loner).await.expect(201);
     let out = control

@@ -204,10 +204,12 @@ pub fn filter(pod: &Pod, state: &NodeState) -> Vec<Unfit> {
     why
 }
 
-/// The share of a resource left after placing the pod, in 0..=100.
-fn left_percent(allocatable: Option<i128>, used: i128) -> i128 {
+/// The share of a resource left after placing the pod, in basis points
+/// (0..=10,000): finer than Kubernetes' 0..=100 scores, so that a bigger
+/// node wins over a smaller one even for a small pod.
+fn left_share(allocatable: Option<i128>, used: i128) -> i128 {
     match allocatable {
-        Some(a) if a > 0 => ((a - used).max(0) * 100) / a,
+        Some(a) if a > 0 => ((a - used).max(0) * 10_000) / a,
         _ => 0,
     }
 }
@@ -229,11 +231,11 @@ pub fn choose(pod: &Pod, nodes: &[NodeState]) -> Result<String, String> {
             continue;
         }
         let same_owner = owner.map_or(0, |uid| state.owners.get(uid).copied().unwrap_or(0));
-        let cpu = left_percent(
+        let cpu = left_share(
             state.allocatable("cpu").map(|q| q.milli_value()),
             state.requested.cpu_milli + want.cpu_milli,
         );
-        let memory = left_percent(
+        let memory = left_share(
             state.allocatable("memory").map(|q| q.value()),
             state.requested.memory + want.memory,
         );
