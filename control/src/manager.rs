@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::gc::GarbageCollector;
+use crate::controllers::nodes::{self, LEASE_PREFIX, NodeLifecycle};
 use crate::controllers::replicas::{OwnerKind, ReplicaController};
 use crate::scheduler::Scheduler;
 
@@ -43,6 +44,8 @@ pub struct Settings {
     pub resync: Duration,
     /// The most keys a work queue holds.
     pub queue_limit: usize,
+    /// Node lifecycle timings.
+    pub nodes: nodes::Settings,
 }
 
 impl Default for Settings {
@@ -52,6 +55,7 @@ impl Default for Settings {
             lease_ttl: Duration::from_secs(5),
             resync: Duration::from_secs(300),
             queue_limit: 100_000,
+            nodes: nodes::Settings::default(),
         }
     }
 }
@@ -181,6 +185,27 @@ fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToke
         vec![deployments.cache(), replicasets.cache(), pods.cache()],
         cancel.clone(),
     );
+
+    let mut leases = Informer::new(registry.clone(), LEASE_PREFIX, settings.resync);
+    let nodes_queue = queue();
+    NodeLifecycle::wire(&mut nodes, &mut leases, &nodes_queue);
+    let lifecycle = Arc::new(NodeLifecycle::new(
+        registry.clone(),
+        nodes.cache(),
+        leases.cache(),
+        pods.cache(),
+        EventRecorder::new(registry.clone(), "node-controller", &settings.identity),
+        settings.nodes,
+    ));
+    spawn_workers(
+        &mut tasks,
+        lifecycle,
+        nodes_queue,
+        CONTROLLER_WORKERS,
+        vec![nodes.cache(), leases.cache(), pods.cache()],
+        cancel.clone(),
+    );
+    tasks.spawn(leases.run(cancel.clone()));
 
     let gc_queue = queue();
     let dependents = vec![pods.cache(), replicasets.cache()];

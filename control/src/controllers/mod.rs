@@ -4,8 +4,10 @@
 //! - [`replicas`]: ReplicaSets and ReplicationControllers hold their
 //!   replica counts;
 //! - [`deployment`]: Deployments roll their ReplicaSets;
-//! - [`gc`]: objects whose owners are gone are deleted.
+//! - [`gc`]: objects whose owners are gone are deleted;
+//! - [`nodes`]: nodes whose agent died are marked, and their pods moved.
 
 pub mod deployment;
 pub mod gc;
+pub mod nodes;
 pub mod replicas;
