@@ -260,3 +260,232 @@ async fn controllers_deleting_an_owner_deletes_its_pods() {
     );
     api.get(&format!("{PODS}/loner")).await.expect(200);
 }
+
+const DEPLOYMENT: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: nginx-deployment
+  labels:
+    app: nginx
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: nginx
+  template:
+    metadata:
+      labels:
+        app: nginx
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.14.2
+        ports:
+        - containerPort: 80
+";
+
+/// The ReplicaSets of the deployment, as (revision, replicas, image).
+async fn replicasets(control: &Control) -> Vec<(String, i64, String)> {
+    let list = control
+        .api()
+        .get("/apis/apps/v1/namespaces/default/replicasets")
+        .await
+        .expect(200);
+    let mut out: Vec<(String, i64, String)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rs| {
+            (
+                rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                rs["spec"]["replicas"].as_i64().unwrap_or(-1),
+                rs["spec"]["template"]["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A Deployment makes a ReplicaSet per template, keeps the availability
+/// its strategy asks for while its pods are not ready (no node runs them
+/// here), lists and undoes revisions, and takes re-applies of its
+/// manifest after the controller wrote its status.
+#[tokio::test]
+async fn controllers_deployment_revisions_without_ready_pods() {
+    let cluster = Cluster::start(1).await;
+    let control = Control::start_leading(&cluster).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let v1 = write("v1.yaml", DEPLOYMENT);
+    let out = control.skiff(&["apply", "-f", &v1], None).await;
+    assert_eq!(
+        out.success().lines(),
+        ["deployment.apps/nginx-deployment created"],
+        "{out}"
+    );
+    wait_for("the first ReplicaSet and its 3 pods", WAIT, async || {
+        let rs = replicasets(&control).await;
+        let pods = control
+            .api()
+            .get(&format!("{PODS}?labelSelector=app%3Dnginx"))
+            .await
+            .expect(200);
+        let n = pods["items"].as_array().unwrap().len();
+        (rs == [("1".to_string(), 3, "nginx:1.14.2".to_string())] && n == 3)
+            .then_some(())
+            .ok_or(format!("{rs:?}, {n} pods"))
+    })
+    .await;
+    let d = control
+        .api()
+        .get("/apis/apps/v1/namespaces/default/deployments/nginx-deployment")
+        .await
+        .expect(200);
+    let rs_list = control
+        .api()
+        .get("/apis/apps/v1/namespaces/default/replicasets")
+        .await
+        .expect(200);
+    let rs_name = rs_list["items"][0]["metadata"]["name"].as_str().unwrap();
+    assert!(rs_name.starts_with("nginx-deployment-"), "{rs_name}");
+    let hash = &rs_list["items"][0]["metadata"]["labels"]["pod-template-hash"];
+    assert_eq!(
+        rs_name,
+        format!("nginx-deployment-{}", hash.as_str().unwrap())
+    );
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+
+    // The controller has written the status: the manifest applies again.
+    wait_for("the deployment status", WAIT, async || {
+        let d = control
+            .api()
+            .get("/apis/apps/v1/namespaces/default/deployments/nginx-deployment")
+            .await
+            .expect(200);
+        d["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.len() == 2)
+    })
+    .await;
+    let out = control.skiff(&["apply", "-f", &v1], None).await;
+    assert_eq!(
+        out.success().lines(),
+        ["deployment.apps/nginx-deployment unchanged"],
+        "{out}"
+    );
+    let v2 = write("v2.yaml", &DEPLOYMENT.replace("replicas: 3", "replicas: 2"));
+    let out = control.skiff(&["apply", "-f", &v2], None).await;
+    assert_eq!(
+        out.success().lines(),
+        ["deployment.apps/nginx-deployment configured"],
+        "{out}"
+    );
+    wait_for("the ReplicaSet scaled to 2", WAIT, async || {
+        replicasets(&control).await == [("1".to_string(), 2, "nginx:1.14.2".to_string())]
+    })
+    .await;
+
+    // A new image: a second ReplicaSet, surging by one (25% of 2, rounded
+    // up) while none of the old pods may go (none is available).
+    let v3 = write(
+        "v3.yaml",
+        &DEPLOYMENT
+            .replace("replicas: 3", "replicas: 2")
+            .replace("1.14.2", "1.16.1"),
+    );
+    control.skiff(&["apply", "-f", &v3], None).await.success();
+    wait_for("the second ReplicaSet", WAIT, async || {
+        let rs = replicasets(&control).await;
+        (rs == [
+            ("1".to_string(), 2, "nginx:1.14.2".to_string()),
+            ("2".to_string(), 1, "nginx:1.16.1".to_string()),
+        ])
+        .then_some(())
+        .ok_or(format!("{rs:?}"))
+    })
+    .await;
+    let out = control
+        .skiff(&["rollout", "history", "deploy/nginx-deployment"], None)
+        .await;
+    assert_eq!(
+        out.success().lines(),
+        [
+            // kubectl's header line ends with a space too.
+            "deployment.apps/nginx-deployment ",
+            "REVISION  CHANGE-CAUSE",
+            "1         <none>",
+            "2         <none>",
+            "",
+        ],
+        "{out}"
+    );
+    // The rollout cannot finish: status reports progress, then times out.
+    let out = control
+        .skiff(
+            &[
+                "rollout",
+                "status",
+                "deploy/nginx-deployment",
+                "--timeout",
+                "2s",
+            ],
+            None,
+        )
+        .await;
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.stdout
+            .starts_with("Waiting for deployment \"nginx-deployment\" rollout to finish: "),
+        "{out}"
+    );
+    assert_eq!(
+        out.stderr.trim(),
+        "error: timed out waiting for the condition"
+    );
+
+    // Undo: the first template comes back as revision 3.
+    let out = control
+        .skiff(&["rollout", "undo", "deploy/nginx-deployment"], None)
+        .await;
+    assert_eq!(
+        out.success().lines(),
+        ["deployment.apps/nginx-deployment rolled back"],
+        "{out}"
+    );
+    wait_for(
+        "revision 1's ReplicaSet to be revision 3",
+        WAIT,
+        async || {
+            let rs = replicasets(&control).await;
+            rs.iter()
+                .any(|(rev, _, image)| rev == "3" && image == "nginx:1.14.2")
+                .then_some(())
+                .ok_or(format!("{rs:?}"))
+        },
+    )
+    .await;
+    let d = control
+        .api()
+        .get("/apis/apps/v1/namespaces/default/deployments/nginx-deployment")
+        .await
+        .expect(200);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.14.2"
+    );
+}

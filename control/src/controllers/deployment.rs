@@ -141,12 +141,16 @@ pub fn rolling_step(
     let min_available = replicas - unavailable;
     let new_unavailable = (new.replicas - new.available).max(0);
     let mut budget = total - min_available - new_unavailable;
+    if budget <= 0 {
+        return Vec::new();
+    }
     let mut steps = Vec::new();
     let mut olds: Vec<&Rs> = olds.iter().filter(|o| o.replicas > 0).collect();
     // Pods that are not available go first: they cost no availability.
     for old in &olds {
-        let unhealthy = (old.replicas - old.available).max(0);
+        let unhealthy = (old.replicas - old.available).max(0).min(budget);
         if unhealthy > 0 {
+            budget -= unhealthy;
             steps.push((old.key.clone(), old.replicas - unhealthy));
         }
     }
@@ -651,13 +655,17 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_old_pods_go_first() {
+    fn unavailable_old_pods_go_first_within_the_budget() {
+        // 4 pods, at least 2 available, the new one not yet: 1 may go.
         let old = rs("old", 3, 1, "1");
         let new = rs("new", 1, 0, "2");
         assert_eq!(
-            rolling_step(3, 1, 1, &new, &[old]),
-            [("old".to_string(), 1)]
+            rolling_step(3, 1, 1, &new, std::slice::from_ref(&old)),
+            [("old".to_string(), 2)]
         );
+        // Nothing available and none may be unavailable: nothing goes.
+        let old = rs("old", 2, 0, "1");
+        assert_eq!(rolling_step(2, 1, 0, &new, &[old]), []);
     }
 
     #[test]

@@ -63,30 +63,32 @@ pub fn set_condition(
     let conditions = object["status"]["conditions"]
         .as_array_mut()
         .expect("just made an array");
-    let mut next = json!({"type": type_, "status": status, "lastProbeTime": null});
-    if let Some(r) = reason {
-        next["reason"] = r.into();
-    }
-    if let Some(m) = message {
-        next["message"] = m.into();
-    }
-    match conditions.iter_mut().find(|c| c["type"] == type_) {
-        Some(c) => {
-            let transition = if c["status"] == status {
-                c["lastTransitionTime"].clone()
-            } else {
-                Value::String(now.to_string())
-            };
-            next["lastTransitionTime"] = transition;
-            if *c == next {
-                return false;
-            }
-            *c = next;
+    let position = conditions.iter().position(|c| c["type"] == type_);
+    let old = position.map(|i| conditions[i].clone());
+    // Keep the fields this write does not own (a node's lastHeartbeatTime,
+    // a deployment's lastUpdateTime); add none the kind does not have.
+    let mut next = old.clone().unwrap_or_else(|| json!({"type": type_}));
+    let transition = match &old {
+        Some(c) if c["status"] == status && c.get("lastTransitionTime").is_some() => {
+            c["lastTransitionTime"].clone()
         }
-        None => {
-            next["lastTransitionTime"] = Value::String(now.to_string());
-            conditions.push(next);
-        }
+        _ => Value::String(now.to_string()),
+    };
+    let map = next.as_object_mut().expect("a condition is an object");
+    map.insert("status".into(), status.into());
+    map.insert("lastTransitionTime".into(), transition);
+    for (field, value) in [("reason", reason), ("message", message)] {
+        match value {
+            Some(v) => map.insert(field.into(), v.into()),
+            None => map.remove(field),
+        };
+    }
+    if old.as_ref() == Some(&next) {
+        return false;
+    }
+    match position {
+        Some(i) => conditions[i] = next,
+        None => conditions.push(next),
     }
     true
 }
@@ -366,6 +368,39 @@ mod tests {
         assert_eq!(c["lastTransitionTime"], "2026-12-01T10:00:05Z");
         assert!(c.get("reason").is_none());
         assert_eq!(pod["status"]["conditions"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn conditions_set_decode_strictly_in_every_kind() {
+        let now: Time = "2026-12-01T10:00:00Z".parse().unwrap();
+        for mut object in [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "a", "image": "i"}]}}),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"},
+                "status": {"conditions": [{"type": "Ready", "status": "True",
+                    "lastHeartbeatTime": "2026-12-01T09:00:00Z"}]}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                "spec": {"selector": {"matchLabels": {"a": "b"}},
+                    "template": {"metadata": {"labels": {"a": "b"}},
+                        "spec": {"containers": [{"name": "a", "image": "i"}]}}}}),
+        ] {
+            assert!(set_condition(
+                &mut object,
+                "Ready",
+                "Unknown",
+                Some("R"),
+                Some("m"),
+                &now
+            ));
+            skiff_model::decode_object(&object).unwrap_or_else(|e| panic!("{e}: {object}"));
+        }
+        let mut node = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+            "lastHeartbeatTime": "2026-12-01T09:00:00Z"}]}});
+        set_condition(&mut node, "Ready", "Unknown", None, None, &now);
+        assert_eq!(
+            node["status"]["conditions"][0]["lastHeartbeatTime"],
+            "2026-12-01T09:00:00Z"
+        );
     }
 
     #[test]
