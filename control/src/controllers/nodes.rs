@@ -309,8 +309,8 @@ impl Reconcile for NodeLifecycle {
             Step::Evict => {
                 self.mark_lost(key).await?;
                 let deleted = self.evict(&name).await?;
-                if deleted > 0 {
-                    if let Err(e) = self
+                if deleted > 0
+                    && let Err(e) = self
                         .events
                         .record(
                             &Self::reference(&name),
@@ -319,9 +319,8 @@ impl Reconcile for NodeLifecycle {
                             &format!("Deleting all Pods from Node {name}."),
                         )
                         .await
-                    {
-                        tracing::warn!(node = %name, error = %e, "recording DeletingAllPods failed");
-                    }
+                {
+                    tracing::warn!(node = %name, error = %e, "recording DeletingAllPods failed");
                 }
                 // Pods bound to it later (none should be: it is not Ready)
                 // are caught by the next pass.
