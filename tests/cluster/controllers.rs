@@ -259,6 +259,87 @@ async fn controllers_deleting_an_owner_deletes_its_pods() {
         "the ReplicaSet's pods stay"
     );
     api.get(&format!("{PODS}/loner")).await.expect(200);
+
+    // Orphaning: the ReplicaSet goes, its pods stay, owned by nobody.
+    let pods_before = owned(&control, &rs_uid).await;
+    let out = control
+        .skiff(&["delete", "rs", "frontend", "--cascade=orphan"], None)
+        .await;
+    assert_eq!(
+        out.success().lines(),
+        ["replicaset.apps \"frontend\" deleted"],
+        "{out}"
+    );
+    api.get("/apis/apps/v1/namespaces/default/replicasets/frontend")
+        .await
+        .expect(404);
+    for name in &pods_before {
+        let p = api.get(&format!("{PODS}/{name}")).await.expect(200);
+        assert!(p["metadata"]["ownerReferences"].is_null(), "{p}");
+    }
+}
+
+/// A foreground delete: the Deployment stays, marked, until its
+/// ReplicaSet and pods are gone, then goes itself.
+#[tokio::test]
+async fn controllers_foreground_deletion_waits_for_dependents() {
+    let cluster = Cluster::start(1).await;
+    let control = Control::start_leading(&cluster).await;
+    let api = control.api();
+    api.apply(
+        "/apis/apps/v1/namespaces/default/deployments/nginx-deployment",
+        DEPLOYMENT,
+    )
+    .await
+    .expect(201);
+    wait_for("3 pods of the deployment", WAIT, async || {
+        let pods = api
+            .get(&format!("{PODS}?labelSelector=app%3Dnginx"))
+            .await
+            .expect(200);
+        pods["items"].as_array().unwrap().len() == 3
+    })
+    .await;
+    let marked = api
+        .delete("/apis/apps/v1/namespaces/default/deployments/nginx-deployment?propagationPolicy=Foreground")
+        .await
+        .expect(200);
+    assert!(
+        marked["metadata"]["deletionTimestamp"].is_string(),
+        "{marked}"
+    );
+    assert_eq!(
+        marked["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
+    wait_for(
+        "the deployment, its ReplicaSet and its pods to be gone",
+        WAIT,
+        async || {
+            let d = api
+                .get("/apis/apps/v1/namespaces/default/deployments/nginx-deployment")
+                .await;
+            let rs = api
+                .get("/apis/apps/v1/namespaces/default/replicasets")
+                .await
+                .expect(200);
+            let pods = api
+                .get(&format!("{PODS}?labelSelector=app%3Dnginx"))
+                .await
+                .expect(200);
+            let left = (
+                d.status.as_u16(),
+                rs["items"].as_array().unwrap().len(),
+                pods["items"].as_array().unwrap().len(),
+            );
+            if left == (404, 0, 0) {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 const DEPLOYMENT: &str = "\

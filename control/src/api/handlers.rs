@@ -630,6 +630,9 @@ struct DeleteOptions {
     dry: bool,
     /// `gracePeriodSeconds`, for a pod: how long its containers get to stop.
     grace_period: Option<i64>,
+    /// `propagationPolicy`: `Orphan`, `Background` (the default) or
+    /// `Foreground`.
+    policy: Option<String>,
 }
 
 fn delete_options(ctx: &Ctx) -> Result<DeleteOptions, ApiError> {
@@ -675,11 +678,13 @@ fn delete_options(ctx: &Ctx) -> Result<DeleteOptions, ApiError> {
             "gracePeriodSeconds {g} is negative"
         )));
     }
+    let policy = policy.map(str::to_string);
     Ok(DeleteOptions {
         uid,
         resource_version,
         dry: dry_run(&ctx.params)? || body_dry,
         grace_period,
+        policy,
     })
 }
 
@@ -741,6 +746,44 @@ async fn delete(
                 };
             }
             empty_namespace(registry, name).await?;
+        }
+        if !opts.dry && opts.policy.as_deref() == Some("Orphan") && resource.kind != "Pod" {
+            // Marked first, so that its controller adopts nothing while its
+            // dependents are let go.
+            if current.value["metadata"]["deletionTimestamp"].is_null() {
+                let mut marked = current.value.clone();
+                marked["metadata"]["deletionTimestamp"] = Value::String(Stamp::now().now);
+                match registry.update(&key, &marked, current.mod_revision).await {
+                    Ok(stored) => current = stored,
+                    Err(RegistryError::Conflict) if !last => continue,
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            let uid = current.value["metadata"]["uid"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            orphan_dependents(registry, p.object_namespace(), &uid).await?;
+        }
+        if !opts.dry
+            && opts.policy.as_deref() == Some("Foreground")
+            && resource.kind != "Pod"
+            && let Some(marked) = objects::mark_foreground(&current.value, &Stamp::now().now)
+        {
+            // The garbage collector deletes the dependents, then the object.
+            match registry.update(&key, &marked, current.mod_revision).await {
+                Ok(stored) => {
+                    tracing::info!(key = %key, "foreground deletion: dependents first");
+                    return Ok(object_response(
+                        StatusCode::OK,
+                        resource,
+                        stored.value,
+                        false,
+                    ));
+                }
+                Err(RegistryError::Conflict) if !last => continue,
+                Err(e) => return Err(err(e)),
+            }
         }
         if resource.kind == "Pod"
             && let Some(marked) = objects::mark_terminating_pod(
@@ -826,6 +869,52 @@ async fn delete(
         }
     }
     Err(err(RegistryError::Conflict))
+}
+
+/// Removes the owner reference to `uid` from every pod and ReplicaSet of
+/// `namespace` (an orphaning delete: the dependents stay).
+async fn orphan_dependents(
+    registry: &Registry,
+    namespace: &str,
+    uid: &str,
+) -> Result<(), ApiError> {
+    for plural in ["pods", "replicasets"] {
+        let r = skiff_model::resources::lookup(plural).expect("a known resource");
+        let prefix = r.prefix(Some(namespace));
+        let mut after: Option<String> = None;
+        loop {
+            let page = registry
+                .list_page(
+                    &prefix,
+                    after.as_deref(),
+                    None,
+                    super::registry::LIST_PAGE_SIZE,
+                )
+                .await
+                .map_err(|e| ApiError::from_registry(e, r, ""))?;
+            after = page.items.last().map(|s| s.key.clone());
+            for item in &page.items {
+                if !objects::owned_by(&item.value, uid) {
+                    continue;
+                }
+                let result = registry
+                    .update_with::<RegistryError>(&item.key, |current| {
+                        Ok(objects::without_owner(&current.value, uid))
+                    })
+                    .await;
+                match result {
+                    Ok(_) | Err(RegistryError::NotFound) => {}
+                    Err(e) => {
+                        return Err(ApiError::from_registry(e, r, objects::name_of(&item.value)));
+                    }
+                }
+            }
+            if !page.more {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn scale_invalid(name: &str, causes: Vec<skiff_model::StatusCause>) -> ApiError {

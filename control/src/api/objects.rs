@@ -350,6 +350,58 @@ pub fn mark_terminating_pod(
     Some(v)
 }
 
+/// The finalizer of a foreground deletion: the garbage collector removes
+/// it once the object's dependents are gone.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// The object marked for a foreground deletion (`deletionTimestamp` and
+/// the `foregroundDeletion` finalizer); `None` when it already is.
+pub fn mark_foreground(v: &Value, now: &str) -> Option<Value> {
+    if v["metadata"]["deletionTimestamp"].is_string() {
+        return None;
+    }
+    let mut v = v.clone();
+    let meta = meta_mut(&mut v);
+    meta.insert("deletionTimestamp".into(), Value::String(now.to_string()));
+    meta.insert("deletionGracePeriodSeconds".into(), Value::from(0));
+    let finalizers = meta
+        .entry("finalizers")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(list) = finalizers.as_array_mut()
+        && !list.iter().any(|f| f == FOREGROUND_FINALIZER)
+    {
+        list.push(Value::String(FOREGROUND_FINALIZER.to_string()));
+    }
+    Some(v)
+}
+
+/// Whether `v` has an owner reference to `uid`.
+pub fn owned_by(v: &Value, uid: &str) -> bool {
+    v["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|o| o["uid"] == uid))
+}
+
+/// `v` without its owner reference to `uid`; `None` when it has none.
+pub fn without_owner(v: &Value, uid: &str) -> Option<Value> {
+    if !owned_by(v, uid) {
+        return None;
+    }
+    let mut v = v.clone();
+    let meta = meta_mut(&mut v);
+    let refs: Vec<Value> = meta
+        .get("ownerReferences")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter(|o| o["uid"] != uid).cloned().collect())
+        .unwrap_or_default();
+    if refs.is_empty() {
+        meta.remove("ownerReferences");
+    } else {
+        meta.insert("ownerReferences".into(), Value::Array(refs));
+    }
+    Some(v)
+}
+
 /// Whether a namespace is being deleted (`status.phase: Terminating`).
 pub fn is_terminating(namespace: &Value) -> bool {
     namespace

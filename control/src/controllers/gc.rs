@@ -1,5 +1,9 @@
 //! The garbage collector: an object whose owners are all gone is deleted
-//! (Kubernetes' background propagation).
+//! (Kubernetes' background propagation), and an owner deleted in the
+//! foreground (`propagationPolicy: Foreground`, which leaves it with a
+//! deletion timestamp and the `foregroundDeletion` finalizer) goes once its
+//! dependents are gone. An orphaning delete is the API server's: it removes
+//! the owner references before it deletes the owner.
 //!
 //! It watches the dependent kinds (pods, ReplicaSets) and the owner kinds.
 //! A dependent is looked at when it appears or changes and when one of its
@@ -70,7 +74,8 @@ impl GarbageCollector {
         });
     }
 
-    /// Queues the dependents (in `dependents`) of an owner that goes.
+    /// Queues the dependents (in `dependents`) of an owner that goes, and
+    /// an owner marked for a foreground deletion.
     pub fn watch_owners(
         informer: &mut Informer,
         dependents: Vec<Cache>,
@@ -78,6 +83,11 @@ impl GarbageCollector {
     ) {
         let q = queue.clone();
         informer.on_change(move |notice| {
+            if let Notice::Upsert { key, new, .. } | Notice::Resync { key, object: new } = notice
+                && in_foreground_deletion(new)
+            {
+                q.add(key.to_string());
+            }
             let Notice::Delete { old, .. } = notice else {
                 return;
             };
@@ -130,6 +140,97 @@ impl GarbageCollector {
     }
 }
 
+/// Whether an owner waits for its dependents to go (a foreground delete).
+pub fn in_foreground_deletion(v: &Value) -> bool {
+    v["metadata"]["deletionTimestamp"].is_string()
+        && v["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == objects::FOREGROUND_FINALIZER))
+}
+
+impl GarbageCollector {
+    /// A foreground deletion: the owner's dependents go first (owners among
+    /// them in the foreground too), then the owner.
+    async fn foreground(&self, key: &str, owner: &Value) -> anyhow::Result<Action> {
+        let uid = owner["metadata"]["uid"].as_str().unwrap_or("");
+        let dependents: Vec<Arc<Value>> = self
+            .dependents
+            .iter()
+            .flat_map(|(_, c)| c.filter(|d| owner_uids(d).contains(&uid)))
+            .collect();
+        for dep in &dependents {
+            let Some(dkey) = key_of(dep) else { continue };
+            let Ok(current) = self.registry.get(&dkey).await else {
+                continue;
+            };
+            let is_owner = self.owners.iter().any(|c| c.get(&dkey).is_some());
+            let next = if is_owner {
+                objects::mark_foreground(&current.value, &Time::now().to_string())
+            } else if current.value["kind"] == "Pod" {
+                objects::mark_terminating_pod(&current.value, None, Time::now())
+            } else {
+                None
+            };
+            let result = match next {
+                Some(marked) => self
+                    .registry
+                    .update(&dkey, &marked, current.mod_revision)
+                    .await
+                    .map(|_| ()),
+                None if current.value["metadata"]["deletionTimestamp"].is_null() => self
+                    .registry
+                    .delete(&dkey, current.mod_revision)
+                    .await
+                    .map(|_| ()),
+                None => Ok(()),
+            };
+            match result {
+                Ok(()) | Err(RegistryError::NotFound) | Err(RegistryError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !dependents.is_empty() {
+            return Ok(Action::RequeueAfter(std::time::Duration::from_secs(1)));
+        }
+        // No dependent left: drop the finalizer, and the object with it.
+        let current = match self.registry.get(key).await {
+            Ok(c) => c,
+            Err(RegistryError::NotFound) => return Ok(Action::Done),
+            Err(e) => return Err(e.into()),
+        };
+        let mut next = current.value.clone();
+        let left: Vec<Value> = next["metadata"]["finalizers"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter(|f| *f != objects::FOREGROUND_FINALIZER)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let result = if left.is_empty() {
+            self.registry
+                .delete(key, current.mod_revision)
+                .await
+                .map(|_| ())
+        } else {
+            next["metadata"]["finalizers"] = Value::Array(left);
+            self.registry
+                .update(key, &next, current.mod_revision)
+                .await
+                .map(|_| ())
+        };
+        match result {
+            Ok(()) | Err(RegistryError::NotFound) => {
+                tracing::info!(%key, "dependents gone, deleted");
+                Ok(Action::Done)
+            }
+            Err(RegistryError::Conflict) => Ok(Action::RequeueAfter(std::time::Duration::ZERO)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 fn key_of(v: &Value) -> Option<String> {
     let kind = v["kind"].as_str()?;
     let api_version = v["apiVersion"].as_str()?;
@@ -149,6 +250,11 @@ impl Reconcile for GarbageCollector {
     }
 
     async fn reconcile(&self, key: &str) -> anyhow::Result<Action> {
+        if let Some(owner) = self.owners.iter().find_map(|c| c.get(key))
+            && in_foreground_deletion(&owner)
+        {
+            return self.foreground(key, &owner).await;
+        }
         let Some(cached) = self.cached(key) else {
             return Ok(Action::Done);
         };
