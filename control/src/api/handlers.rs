@@ -910,7 +910,7 @@ async fn orphan_dependents(
                 }
             }
             if !page.more {
-                return Ok(());
+                break;
             }
         }
     }
