@@ -109,7 +109,7 @@ pub fn new_event(
         message: cut(message),
         type_: type_.as_str().to_string(),
         count: 1,
-        first_timestamp: Some(now.clone()),
+        first_timestamp: Some(now),
         last_timestamp: Some(now),
         reporting_component: source.component.clone(),
         reporting_instance: source.host.clone(),
@@ -119,7 +119,7 @@ pub fn new_event(
     ev.metadata.name = event_name(involved, reason);
     ev.metadata.namespace = event_namespace(involved).to_string();
     ev.metadata.uid = stamp.uid.clone();
-    ev.metadata.creation_timestamp = ev.first_timestamp.clone();
+    ev.metadata.creation_timestamp = ev.first_timestamp;
     ev
 }
 
