@@ -78,6 +78,22 @@ pub fn kernel_version() -> String {
         .unwrap_or_default()
 }
 
+/// The machine id (`/etc/machine-id`), empty when unknown.
+pub fn machine_id() -> String {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The id of this boot of the kernel.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// CPUs the agent can use.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)

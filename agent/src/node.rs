@@ -75,6 +75,8 @@ pub struct Facts {
     pub runtime: Result<RuntimeInfo, String>,
     pub os_image: String,
     pub kernel_version: String,
+    pub machine_id: String,
+    pub boot_id: String,
     pub cpus: usize,
 }
 
@@ -212,7 +214,9 @@ pub fn node_status(
             kube_proxy_version: format!("v{}", env!("CARGO_PKG_VERSION")),
             operating_system: "linux".to_string(),
             architecture: host::architecture().to_string(),
-            ..Default::default()
+            machine_id: facts.machine_id.clone(),
+            boot_id: facts.boot_id.clone(),
+            system_uuid: String::new(),
         }),
         daemon_endpoints: None,
     }
@@ -269,6 +273,8 @@ pub async fn measure<R: ContainerRuntime>(runtime: &R, config: &NodeConfig) -> F
         runtime: runtime.info().await.map_err(|e| e.to_string()),
         os_image: host::os_image(),
         kernel_version: host::kernel_version(),
+        machine_id: host::machine_id(),
+        boot_id: host::boot_id(),
         cpus: host::cpus(),
     }
 }
@@ -474,6 +480,8 @@ mod tests {
             }),
             os_image: "Debian GNU/Linux 12 (bookworm)".into(),
             kernel_version: "6.1.0".into(),
+            machine_id: "m".into(),
+            boot_id: "b".into(),
             cpus: 2,
         }
     }

@@ -247,6 +247,11 @@ async fn agent_restart_policies_and_exit_codes() {
     create_pod(&control, pod("done", "Never", "exit 0")).await;
     create_pod(&control, pod("failed", "Never", "exit 3")).await;
     create_pod(&control, pod("crash", "OnFailure", "exit 1")).await;
+    // `tail` keeps every byte of a file without newlines: past its memory
+    // limit the kernel kills it.
+    let mut oom = pod("oom", "Never", "tail /dev/zero");
+    oom["spec"]["containers"][0]["resources"] = json!({"limits": {"memory": "16Mi"}});
+    create_pod(&control, oom).await;
 
     let done = wait_pod(&control, "done", "Succeeded", |p| phase(p) == "Succeeded").await;
     let t = &container_status(&done, "main")["state"]["terminated"];
@@ -258,6 +263,11 @@ async fn agent_restart_policies_and_exit_codes() {
     assert_eq!(t["exitCode"], 3, "{t}");
     assert_eq!(t["reason"], "Error", "{t}");
     assert_eq!(container_status(&failed, "main")["restartCount"], 0);
+
+    let oom = wait_pod(&control, "oom", "Failed", |p| phase(p) == "Failed").await;
+    let t = &container_status(&oom, "main")["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{t}");
+    assert_eq!(t["exitCode"], 137, "{t}");
 
     // OnFailure: restarted with back-off, the count growing, the pod
     // Running meanwhile.
