@@ -16,7 +16,10 @@
 //!   worker per pod making Docker match the pod and writing the pod's
 //!   status when it changes.
 //!
-//! [`run`] starts both loops and returns when the shutdown token fires.
+//! - [`server`]: the agent's HTTP endpoint (container logs).
+//!
+//! [`run`] starts the loops and the endpoint and returns when the shutdown
+//! token fires.
 
 use std::time::Duration;
 
@@ -28,6 +31,7 @@ pub mod node;
 pub mod pause;
 pub mod pods;
 pub mod runtime;
+pub mod server;
 
 pub use node::NodeConfig;
 pub use pods::PodConfig;
@@ -44,8 +48,15 @@ pub async fn run<R: ContainerRuntimeClone>(
     client: Client,
     runtime: R,
     config: Config,
+    listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let server = tokio::spawn(server::serve(
+        listener,
+        runtime.clone(),
+        config.node.name.clone(),
+        shutdown.clone(),
+    ));
     let node = tokio::spawn(node::run(
         client.clone(),
         runtime.clone(),
@@ -53,9 +64,10 @@ pub async fn run<R: ContainerRuntimeClone>(
         shutdown.clone(),
     ));
     let pods = tokio::spawn(pods::run(client, runtime, config.pods, shutdown.clone()));
-    let (node, pods) = tokio::join!(node, pods);
+    let (node, pods, server) = tokio::join!(node, pods, server);
     node?;
     pods??;
+    server??;
     Ok(())
 }
 

@@ -29,6 +29,10 @@ struct Args {
     /// The node's address: its InternalIP, where pod ports are published.
     #[arg(long, default_value = "127.0.0.1")]
     address: String,
+    /// Port of the agent's HTTP endpoint (container logs) on --address; 0
+    /// picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
     /// Docker daemon (`unix:///var/run/docker.sock`, `tcp://...`; default:
     /// DOCKER_HOST or the local socket).
     #[arg(long)]
@@ -119,6 +123,10 @@ async fn main() -> anyhow::Result<()> {
     let docker = Docker::connect(args.docker.as_deref())
         .await
         .context("connect to Docker")?;
+    let listener = tokio::net::TcpListener::bind((args.address.as_str(), args.port))
+        .await
+        .with_context(|| format!("listen on {}:{}", args.address, args.port))?;
+    let port = listener.local_addr()?.port();
     let config = Config {
         node: NodeConfig {
             name: node_name.clone(),
@@ -127,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
             heartbeat_interval: args.heartbeat_interval,
             lease_ttl: args.lease_ttl,
             data_dir: args.data_dir.clone(),
+            port,
         },
         pods: PodConfig {
             node_name: node_name.clone(),
@@ -148,8 +157,8 @@ async fn main() -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
-    tracing::info!(node = %node_name, store = ?args.store, "starting");
-    skiff_agent::run(client, docker, config, shutdown).await?;
+    tracing::info!(node = %node_name, store = ?args.store, port, "starting");
+    skiff_agent::run(client, docker, config, listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -29,7 +29,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use skiff_client::Client;
-use skiff_model::core::{NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use skiff_model::core::{
+    DaemonEndpoint, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus, NodeSystemInfo,
+};
 use skiff_model::{Node, Quantity, Time, resources};
 use skiff_proto::etcdserverpb::PutRequest;
 use skiff_runtime::{Registry, RegistryError, Stamp};
@@ -64,6 +66,8 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     pub lease_ttl: Duration,
     pub data_dir: PathBuf,
+    /// The port of the agent's HTTP endpoint ([`crate::server`]).
+    pub port: u16,
 }
 
 /// One measurement of the node.
@@ -218,7 +222,11 @@ pub fn node_status(
             boot_id: facts.boot_id.clone(),
             system_uuid: String::new(),
         }),
-        daemon_endpoints: None,
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(config.port),
+            }),
+        }),
     }
 }
 
@@ -459,6 +467,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(10),
             data_dir: "/tmp".into(),
+            port: 10250,
         }
     }
 

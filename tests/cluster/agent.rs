@@ -535,3 +535,74 @@ async fn agent_restart_adopts_running_containers() {
         "{after:?}"
     );
 }
+
+#[tokio::test]
+async fn agent_serves_container_logs() {
+    let image = busybox_image().await;
+    let cluster = Cluster::start(1).await;
+    let control = Control::start(&cluster).await;
+    let agent = Agent::start(&cluster, "agent-logs", &[]).await;
+    create_pod(
+        &control,
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "talker"},
+            "spec": {"nodeName": agent.node(), "containers": [
+                {"name": "main", "image": image,
+                 "command": ["sh", "-c", "echo first; sleep 0.3; echo second >&2; sleep 0.3; echo third; exec sleep 3600"]}]}
+        }),
+    )
+    .await;
+    let pod = wait_pod(&control, "talker", "Running", |p| phase(p) == "Running").await;
+    let node = agent
+        .registry()
+        .get(&format!("/registry/nodes/{}", agent.node()))
+        .await
+        .expect("the node");
+    let port = node.value["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .expect("the agent's port in the node status");
+    let base = format!("http://127.0.0.1:{port}/containerLogs/default/talker/main");
+    let fetch = async |query: &str| {
+        let resp = reqwest::get(format!("{base}{query}"))
+            .await
+            .expect("GET logs");
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    };
+    let all = wait_for("the container's three lines", POD_TIMEOUT, async || {
+        let (code, text) = fetch("").await;
+        (code == 200 && text.lines().count() == 3).then_some(text)
+    })
+    .await;
+    // stdout and stderr both, in the order written.
+    assert_eq!(all, "first\nsecond\nthird\n");
+    assert_eq!(fetch("?tailLines=1").await, (200, "third\n".to_string()));
+    assert_eq!(fetch("?previous=true").await.0, 404);
+
+    // After a restart, the previous attempt's output is still there.
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let main = agent
+        .containers(&format!("skiff.pod.uid={uid}"))
+        .await
+        .into_iter()
+        .find(|(_, name, _)| name.starts_with("skiff_main_"))
+        .expect("the main container");
+    docker(&["kill", &main.0]).await.success();
+    wait_pod(&control, "talker", "restarted", |p| {
+        container_status(p, "main")["restartCount"] == 1
+    })
+    .await;
+    assert_eq!(
+        fetch("?previous=true").await,
+        (200, "first\nsecond\nthird\n".to_string())
+    );
+    let missing = reqwest::get(format!(
+        "http://127.0.0.1:{port}/containerLogs/default/talker/nope"
+    ))
+    .await
+    .expect("GET logs");
+    assert_eq!(missing.status().as_u16(), 404);
+}

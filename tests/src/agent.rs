@@ -64,6 +64,8 @@ impl Agent {
             "4s",
             "--resync-interval",
             "1s",
+            "--port",
+            "0",
         ]
         .iter()
         .map(|s| s.to_string())

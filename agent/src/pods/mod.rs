@@ -413,7 +413,10 @@ pub async fn run<R: ContainerRuntimeClone>(
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "watching pods failed");
-                continue;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(RETRY_PAUSE) => continue,
+                }
             }
         };
         loop {

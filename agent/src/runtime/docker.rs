@@ -16,7 +16,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use skiff_model::Time;
@@ -331,6 +332,25 @@ impl ContainerRuntime for Docker {
             }
         }
         Ok(out)
+    }
+
+    fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> BoxStream<'static, Result<bytes::Bytes, RuntimeError>> {
+        let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail)
+            .build();
+        self.docker
+            .logs(id, Some(options))
+            .map(|r| r.map(|out| out.into_bytes()).map_err(failed))
+            .boxed()
     }
 
     fn events(&self, label: &str) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>> {

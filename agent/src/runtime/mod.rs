@@ -162,6 +162,15 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         &self,
         label: &str,
     ) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+    /// The container's output (stdout and stderr as written): the last
+    /// `tail` lines (all when `None`), then, with `follow`, what it writes
+    /// until it exits.
+    fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> BoxStream<'static, Result<bytes::Bytes, RuntimeError>>;
     /// Container events from now on, of containers carrying `label`; the
     /// stream ends when the connection does.
     fn events(&self, label: &str) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>>;
