@@ -581,6 +581,21 @@ async fn agent_serves_container_logs() {
     assert_eq!(all, "first\nsecond\nthird\n");
     assert_eq!(fetch("?tailLines=1").await, (200, "third\n".to_string()));
     assert_eq!(fetch("?previous=true").await.0, 404);
+    // Through the API server and the CLI, as kubectl logs.
+    let out = control.skiff(&["logs", "talker"], None).await;
+    out.success();
+    assert_eq!(out.stdout, "first\nsecond\nthird\n");
+    let out = control
+        .skiff(&["logs", "pod/talker", "-c", "main", "--tail", "1"], None)
+        .await;
+    assert_eq!(out.stdout, "third\n");
+    let out = control.skiff(&["logs", "talker", "--previous"], None).await;
+    out.code(1);
+    assert!(
+        out.stderr
+            .contains("previous terminated container \"main\" in pod \"talker\" not found"),
+        "{out}"
+    );
 
     // After a restart, the previous attempt's output is still there.
     let uid = pod["metadata"]["uid"].as_str().unwrap();
@@ -599,6 +614,9 @@ async fn agent_serves_container_logs() {
         fetch("?previous=true").await,
         (200, "first\nsecond\nthird\n".to_string())
     );
+    let out = control.skiff(&["logs", "talker", "-p"], None).await;
+    out.success();
+    assert_eq!(out.stdout, "first\nsecond\nthird\n");
     let missing = reqwest::get(format!(
         "http://127.0.0.1:{port}/containerLogs/default/talker/nope"
     ))
