@@ -348,6 +348,27 @@ async fn agent_bad_images_and_commands_leave_the_pod_waiting() {
     );
     // The agent keeps serving its other pods.
     wait_pod(&control, "good", "Running", |p| phase(p) == "Running").await;
+
+    // A host port someone else holds: the pod cannot start, and says why.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().unwrap().port();
+    create_pod(
+        &control,
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "clash"},
+            "spec": {"nodeName": agent.node(), "containers": [
+                {"name": "main", "image": image, "command": ["sleep", "3600"],
+                 "ports": [{"containerPort": 80, "hostPort": port}]}]}
+        }),
+    )
+    .await;
+    let clash = wait_pod(&control, "clash", "waiting for its sandbox", |p| {
+        container_status(p, "main")["state"]["waiting"]["reason"] == "CreatePodSandboxError"
+    })
+    .await;
+    assert_eq!(phase(&clash), "Pending");
+    drop(taken);
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@ use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerState, RuntimeErr
 const PAUSE_STOP_GRACE: Duration = Duration::from_secs(2);
 /// Attempts at deleting a finalized pod before giving up for this round.
 const MAX_FINALIZE_ATTEMPTS: u32 = 8;
+/// Pause before trying again to start a pod whose pause container failed.
+const SANDBOX_RETRY: Duration = Duration::from_secs(5);
 /// Kubernetes' default grace period.
 const DEFAULT_GRACE_PERIOD_S: i64 = 30;
 
@@ -281,7 +283,32 @@ impl<R: ContainerRuntime> Worker<R> {
                 self.runtime.stop(&c.id, grace).await?;
             }
         } else {
-            let pause = self.ensure_pause(pod, &all).await?;
+            let pause = match self.ensure_pause(pod, &all).await {
+                Ok(pause) => pause,
+                Err(e) => {
+                    // The pod cannot start at all (a host port taken, a
+                    // volume dir that cannot be made): say so, try again.
+                    tracing::warn!(error = %e, "the pod's pause container did not start");
+                    let message = format!("failed to create the pod's sandbox: {e}");
+                    let waiting = pod
+                        .spec
+                        .containers
+                        .iter()
+                        .map(|c| {
+                            let w = Waiting {
+                                reason: "CreatePodSandboxError".into(),
+                                message: message.clone(),
+                            };
+                            (c.name.clone(), w)
+                        })
+                        .collect();
+                    let all = self.list(&uid).await?;
+                    let mut view = view_of(pod, &all, waiting, &self.config.address);
+                    view.pause = None;
+                    self.write_status(sp, &view).await?;
+                    return Ok(Some(SANDBOX_RETRY));
+                }
+            };
             if !all.iter().any(|c| c.id == pause.id) {
                 // A new pause container: see what is left of the old one's.
                 all = self.list(&uid).await?;
