@@ -407,13 +407,14 @@ async fn agent_deleting_a_pod_removes_its_containers() {
     let volume = agent.data_dir().join("pods").join(&gone_uid);
     assert!(volume.is_dir(), "{}", volume.display());
 
-    // Deleted through the API: the object goes at once, the agent removes
-    // what ran.
+    // Deleted with a grace period of 0 (forced): the object goes at once,
+    // the agent removes what ran.
     control
         .api()
-        .delete(&format!("{PODS}/gone"))
+        .delete(&format!("{PODS}/gone?gracePeriodSeconds=0"))
         .await
         .expect(200);
+    control.api().get(&format!("{PODS}/gone")).await.expect(404);
     wait_for(
         "the deleted pod's containers to go",
         POD_TIMEOUT,
@@ -427,24 +428,28 @@ async fn agent_deleting_a_pod_removes_its_containers() {
     .await;
     assert!(!volume.exists(), "the emptyDir is removed");
 
-    // Marked for deletion (deletionTimestamp): the agent stops the
-    // containers, then deletes the object itself.
-    let key = "/registry/pods/default/graceful";
-    agent
-        .registry()
-        .update_with::<skiff_runtime::RegistryError>(key, |current| {
-            let mut v = current.value.clone();
-            v["metadata"]["deletionTimestamp"] = json!(skiff_model::Time::now().to_string());
-            v["metadata"]["deletionGracePeriodSeconds"] = json!(5);
-            Ok(Some(v))
-        })
+    // Deleted gracefully, as kube-apiserver does for a pod on a node: the
+    // API server marks it (deletionTimestamp), the agent stops its
+    // containers (SIGTERM; this one exits at once), removes them, then
+    // deletes the object.
+    let marked = control
+        .api()
+        .delete(&format!("{PODS}/graceful"))
         .await
-        .expect("mark the pod for deletion");
+        .expect(200);
+    assert!(
+        marked["metadata"]["deletionTimestamp"].is_string(),
+        "{marked}"
+    );
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 5);
     wait_for("the marked pod to be finalized", POD_TIMEOUT, async || {
-        matches!(
-            agent.registry().get(key).await,
-            Err(skiff_runtime::RegistryError::NotFound)
-        )
+        control
+            .api()
+            .get(&format!("{PODS}/graceful"))
+            .await
+            .status
+            .as_u16()
+            == 404
     })
     .await;
     assert!(
@@ -453,11 +458,7 @@ async fn agent_deleting_a_pod_removes_its_containers() {
             .await
             .is_empty()
     );
-    control
-        .api()
-        .get(&format!("{PODS}/graceful"))
-        .await
-        .expect(404);
+    assert!(!agent.data_dir().join("pods").join(&graceful_uid).exists());
 }
 
 #[tokio::test]

@@ -632,6 +632,8 @@ struct DeleteOptions {
     uid: Option<String>,
     resource_version: Option<i64>,
     dry: bool,
+    /// `gracePeriodSeconds` (query or body); 0 deletes a pod at once.
+    grace_period_seconds: Option<i64>,
 }
 
 fn delete_options(ctx: &Ctx) -> Result<DeleteOptions, ApiError> {
@@ -662,10 +664,17 @@ fn delete_options(ctx: &Ctx) -> Result<DeleteOptions, ApiError> {
         .get("dryRun")
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let grace_period_seconds = match query_param(&ctx.params, "gracePeriodSeconds") {
+        Some(v) => Some(v.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(format!("gracePeriodSeconds {v:?} is not an integer"))
+        })?),
+        None => body.get("gracePeriodSeconds").and_then(Value::as_i64),
+    };
     Ok(DeleteOptions {
         uid,
         resource_version,
         dry: dry_run(&ctx.params)? || body_dry,
+        grace_period_seconds,
     })
 }
 
@@ -727,6 +736,43 @@ async fn delete(
                 };
             }
             empty_namespace(registry, name).await?;
+        }
+        // A pod running on a node is stopped by its agent first, which
+        // then deletes the object.
+        if resource.kind == "Pod" {
+            match objects::pod_deletion(
+                &current.value,
+                opts.grace_period_seconds,
+                &Stamp::now().now,
+            ) {
+                objects::PodDeletion::Now => {}
+                objects::PodDeletion::Wait => {
+                    return Ok(object_response(
+                        StatusCode::OK,
+                        resource,
+                        current.value,
+                        false,
+                    ));
+                }
+                objects::PodDeletion::Mark(marked) => {
+                    if opts.dry {
+                        return Ok(object_response(StatusCode::OK, resource, marked, false));
+                    }
+                    match registry.update(&key, &marked, current.mod_revision).await {
+                        Ok(stored) => {
+                            tracing::info!(key = %key, "pod marked for deletion; its agent stops it");
+                            return Ok(object_response(
+                                StatusCode::OK,
+                                resource,
+                                stored.value,
+                                false,
+                            ));
+                        }
+                        Err(RegistryError::Conflict) if !last => continue,
+                        Err(e) => return Err(err(e)),
+                    }
+                }
+            }
         }
         let meta = &current.value["metadata"];
         let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());

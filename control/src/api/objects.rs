@@ -307,6 +307,48 @@ pub fn mark_deleted(v: &Value, now: &str) -> Option<Value> {
     Some(v)
 }
 
+/// What deleting a pod does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodDeletion {
+    /// Delete the object now: the pod runs nowhere (not bound to a node,
+    /// or finished), or the deletion is forced (grace period 0).
+    Now,
+    /// Mark it (`deletionTimestamp`, `deletionGracePeriodSeconds`): the
+    /// node's agent stops its containers within the grace period, then
+    /// deletes the object.
+    Mark(Value),
+    /// Already marked: the agent is at it.
+    Wait,
+}
+
+/// How a delete of `pod` at `now` goes, as kube-apiserver's graceful
+/// deletion: the grace period is `grace` (DeleteOptions), else the pod's
+/// `terminationGracePeriodSeconds`, else 30 s.
+pub fn pod_deletion(pod: &Value, grace: Option<i64>, now: &str) -> PodDeletion {
+    let bound = pod["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
+    let grace = grace
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30)
+        .max(0);
+    if !bound || finished || grace == 0 {
+        return PodDeletion::Now;
+    }
+    if pod["metadata"].get("deletionTimestamp").is_some() {
+        return PodDeletion::Wait;
+    }
+    let mut v = pod.clone();
+    let meta = meta_mut(&mut v);
+    meta.insert("deletionTimestamp".into(), Value::String(now.to_string()));
+    meta.insert("deletionGracePeriodSeconds".into(), Value::from(grace));
+    PodDeletion::Mark(v)
+}
+
 /// Whether a namespace is being deleted (`status.phase: Terminating`).
 pub fn is_terminating(namespace: &Value) -> bool {
     namespace
@@ -511,5 +553,25 @@ mod tests {
         released["metadata"]["finalizers"] = json!([]);
         assert!(ready_to_delete(&released));
         assert!(!ready_to_delete(&v));
+    }
+
+    #[test]
+    fn pods_on_nodes_are_deleted_gracefully() {
+        let now = "2026-01-01T00:00:00Z";
+        let unbound = json!({"metadata": {"name": "p"}, "spec": {}});
+        assert_eq!(pod_deletion(&unbound, None, now), PodDeletion::Now);
+        let bound = json!({"metadata": {"name": "p"},
+            "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5}});
+        let PodDeletion::Mark(marked) = pod_deletion(&bound, None, now) else {
+            panic!("a bound pod is marked");
+        };
+        assert_eq!(marked["metadata"]["deletionTimestamp"], now);
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 5);
+        assert_eq!(pod_deletion(&marked, None, now), PodDeletion::Wait);
+        assert_eq!(pod_deletion(&marked, Some(0), now), PodDeletion::Now);
+        assert_eq!(pod_deletion(&bound, Some(0), now), PodDeletion::Now);
+        let mut done = bound.clone();
+        done["status"] = json!({"phase": "Succeeded"});
+        assert_eq!(pod_deletion(&done, None, now), PodDeletion::Now);
     }
 }
