@@ -459,6 +459,33 @@ async fn agent_deleting_a_pod_removes_its_containers() {
             .is_empty()
     );
     assert!(!agent.data_dir().join("pods").join(&graceful_uid).exists());
+
+    // A pod on a node whose agent is gone stays Terminating until it is
+    // deleted by force.
+    let mut stranded = pod("stranded");
+    stranded["spec"]["nodeName"] = json!("a-node-without-agent");
+    create_pod(&control, stranded).await;
+    let out = control.skiff(&["delete", "pod", "stranded"], None).await;
+    assert_eq!(out.success().stdout, "pod \"stranded\" deleted\n");
+    let left = control
+        .api()
+        .get(&format!("{PODS}/stranded"))
+        .await
+        .expect(200);
+    assert!(left["metadata"]["deletionTimestamp"].is_string(), "{left}");
+    control
+        .skiff(&["delete", "pod", "stranded", "--grace-period=0"], None)
+        .await
+        .code(1);
+    control
+        .skiff(&["delete", "pod", "stranded", "--force"], None)
+        .await
+        .success();
+    control
+        .api()
+        .get(&format!("{PODS}/stranded"))
+        .await
+        .expect(404);
 }
 
 #[tokio::test]
