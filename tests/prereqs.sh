@@ -3,6 +3,11 @@
 # machine lacks to build and test skiff, and only that.
 #   libclang-dev  RocksDB's Rust bindings are generated with libclang
 #   g++           RocksDB itself is C++ (normally there already)
+#   libc6-dev     the static libc skiff-agent's pause program is linked with
+#   busybox-static  /bin/busybox, from which the agent tests build their
+#                 workload image (FROM scratch, no registry)
+#   docker        the agent tests run pods on the machine's Docker daemon:
+#                 checked only, as kubectl is
 #   etcd-client   Debian's etcdctl 3.4, which the compatibility tests drive
 #   iproute2, nftables  network namespaces and the partitions of the fault runs
 #   cargo-nextest the test runner
@@ -23,6 +28,13 @@ skiff_prereqs() {
     if ! command -v c++ >/dev/null 2>&1; then
         missing+=(g++)
     fi
+    if [ ! -f /usr/lib/x86_64-linux-gnu/libc.a ] && [ ! -f /usr/lib/aarch64-linux-gnu/libc.a ] \
+        && ! dpkg-query -W -f='${Status}' libc6-dev 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=(libc6-dev)
+    fi
+    if [ ! -x /bin/busybox ]; then
+        missing+=(busybox-static)
+    fi
     if ! command -v etcdctl >/dev/null 2>&1; then
         missing+=(etcd-client)
     fi
@@ -38,7 +50,11 @@ skiff_prereqs() {
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
-        echo "==> prerequisites present: libclang-dev, c++, etcdctl ($(command -v etcdctl)), ip, nft"
+        echo "==> prerequisites present: libclang-dev, c++, libc6-dev, busybox, etcdctl ($(command -v etcdctl)), ip, nft"
+    fi
+    # The agent tests need a Docker daemon (the machines' image runs one).
+    if ! docker info >/dev/null 2>&1; then
+        echo "warning: no Docker daemon answers: the agent:: tests will fail" >&2
     fi
     # kubectl 1.32 is part of these machines' image (it is not a Debian
     # package); the API server's tests run it.

@@ -887,6 +887,7 @@ async fn cli_resources_skiff_up_starts_the_api_server() {
         }
     };
     let api_port = free();
+    let agent_port = free();
     let mut child = tokio::process::Command::new(bins::skiff_bin())
         .args([
             "up",
@@ -896,6 +897,8 @@ async fn cli_resources_skiff_up_starts_the_api_server() {
             &base.to_string(),
             "--api-port",
             &api_port.to_string(),
+            "--agent-port",
+            &agent_port.to_string(),
             "--data-dir",
             &dir.path().join("data").display().to_string(),
         ])
@@ -924,6 +927,13 @@ async fn cli_resources_skiff_up_starts_the_api_server() {
         printed
             .iter()
             .any(|l| l.contains(&format!("API server) is up at {url}"))),
+        "{printed:#?}"
+    );
+    // The machine has a Docker daemon: the node agent runs too.
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.starts_with("skiff-agent runs this machine's pods on Docker")),
         "{printed:#?}"
     );
     let api = skiff_tests::Api::new(&url);

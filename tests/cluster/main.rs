@@ -15,6 +15,7 @@
 //! SIGTERM rather than with status 0, and it answers a second write without
 //! quorum with Unknown "context deadline exceeded" instead of Unavailable.
 
+mod agent;
 mod api;
 mod bad_input;
 mod bench;

@@ -20,10 +20,14 @@
 //! - [`assert_status`] checks a gRPC error's code and exact message.
 //! - [`Control`] starts a real `skiff-control` API server against a cluster;
 //!   [`Api`] talks to it and reads its watch streams.
+//! - [`Agent`] starts a real `skiff-agent` against a cluster and the
+//!   machine's Docker daemon; [`agent::busybox_image`] builds the test
+//!   workload image from Debian's busybox-static.
 //! - [`bins`] finds the binaries under test in the cargo target directory.
 //!
 //! Member indexes are 0-based: member `i` is named `s{i+1}`.
 
+pub mod agent;
 pub mod bins;
 pub mod cluster;
 pub mod cmd;
@@ -36,6 +40,7 @@ pub mod status;
 pub mod wait;
 pub mod watch_check;
 
+pub use agent::Agent;
 pub use cluster::{Cluster, prefix_end, strip_scheme};
 pub use cmd::{CmdOutput, Table};
 pub use control::{Api, Control};

@@ -113,6 +113,10 @@ async fn resource(
         (Some(Subresource::Scale), Some(name)) if has_scale(kind) => {
             scale(server, method, &p, &name, &ctx).await
         }
+        (Some(Subresource::Log), Some(name)) if kind == "Pod" => match *method {
+            Method::GET => super::logs::pod_log(server, &p, &name, &ctx.params).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        },
         _ => Err(ApiError::PathNotFound),
     }
 }

@@ -15,6 +15,7 @@
 //!   with the controllers;
 //! - [`handlers`]: the thin HTTP layer that ties them together;
 //! - [`watch`]: watch streams (newline-delimited JSON events);
+//! - [`logs`]: `pods/{name}/log`, proxied to the agent of the pod's node;
 //! - [`discovery`], [`openapi`] and [`table`]: what kubectl asks of a server
 //!   besides objects;
 //! - [`status`]: the one place where errors become Kubernetes `Status`
@@ -28,6 +29,7 @@
 pub mod apply;
 pub mod discovery;
 pub mod handlers;
+pub mod logs;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

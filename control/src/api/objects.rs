@@ -319,8 +319,9 @@ pub fn is_terminating_pod(pod: &Value) -> bool {
 /// A pod bound to a node, marked for a graceful delete: `deletionTimestamp`
 /// is now plus the grace period (`grace`, else the pod's
 /// `terminationGracePeriodSeconds`, else 30 s), as in Kubernetes. `None`
-/// when the pod is to go at once: unbound, a grace period of 0, or already
-/// marked with a grace period no longer than this one.
+/// when the pod is to go at once: unbound, finished (Succeeded or Failed),
+/// a grace period of 0, or already marked with a grace period no longer
+/// than this one.
 pub fn mark_terminating_pod(
     pod: &Value,
     grace: Option<i64>,
@@ -332,7 +333,11 @@ pub fn mark_terminating_pod(
     let grace = grace
         .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
         .unwrap_or(30);
-    if !bound || grace == 0 {
+    let finished = matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
+    if !bound || finished || grace == 0 {
         return None;
     }
     let current = pod["metadata"]["deletionGracePeriodSeconds"].as_i64();

@@ -18,6 +18,8 @@ pub const MAX_WATCH_SECONDS: u64 = 30 * 60;
 pub enum Subresource {
     Status,
     Scale,
+    /// A pod's container output, served by the node's agent.
+    Log,
 }
 
 /// A path under `/api` or `/apis`.
@@ -94,6 +96,7 @@ pub fn parse_path(path: &str) -> Option<Route> {
     let sub = |s: &str| match s {
         "status" => Some(Subresource::Status),
         "scale" => Some(Subresource::Scale),
+        "log" => Some(Subresource::Log),
         _ => None,
     };
     let path = |resource, namespace: Option<&str>, name: Option<&str>, subresource| {

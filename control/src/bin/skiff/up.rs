@@ -4,8 +4,11 @@
 //! `DIR/sN` and output in `DIR/sN.log`), waits until every member reports
 //! the same leader, then starts one `skiff-control` (the API server, on
 //! `--api-port`, output in `DIR/control.log`) against them and waits for
-//! its `/readyz`, prints how to use it all, and on Ctrl-C or SIGTERM stops
-//! the API server, then every member, with SIGTERM (SIGKILL after
+//! its `/readyz`, then one `skiff-agent` (the node agent, endpoint on
+//! `--agent-port`, output in `DIR/agent.log`) unless `--no-agent`; when the
+//! agent cannot start (no Docker daemon) it says so plainly and goes on
+//! without it. It prints how to use it all, and on Ctrl-C or SIGTERM stops
+//! the agent and the API server, then every member, with SIGTERM (SIGKILL after
 //! [`STOP_TIMEOUT`]). If a process exits on its own, the tail of its log is
 //! shown and the others are stopped.
 //!
@@ -64,6 +67,31 @@ pub struct UpArgs {
     /// The skiff-control binary (default: next to skiff, else in PATH).
     #[arg(long, value_name = "PATH", env = "SKIFF_CONTROL_BIN")]
     pub control_bin: Option<PathBuf>,
+    /// Port of the node agent's endpoint (container logs) on 127.0.0.1.
+    #[arg(long, value_name = "PORT", default_value_t = 10250)]
+    pub agent_port: u16,
+    /// The skiff-agent binary (default: next to skiff, else in PATH).
+    #[arg(long, value_name = "PATH", env = "SKIFF_AGENT_BIN")]
+    pub agent_bin: Option<PathBuf>,
+    /// Start no node agent.
+    #[arg(long)]
+    pub no_agent: bool,
+}
+
+/// How long the agent may take to reach Docker and serve.
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `skiff-agent` flags: every member as a store endpoint.
+pub fn agent_args(plan: &[MemberPlan], data_dir: &Path, port: u16) -> Vec<String> {
+    let store: Vec<String> = plan.iter().map(MemberPlan::endpoint).collect();
+    vec![
+        "--store".into(),
+        store.join(","),
+        "--data-dir".into(),
+        data_dir.join("agent").display().to_string(),
+        "--port".into(),
+        port.to_string(),
+    ]
 }
 
 /// The API server to start.
@@ -310,7 +338,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    print_ready(&plan, &leader, &args.data_dir, &control);
+    let agent = if args.no_agent {
+        Err("not started (--no-agent)".to_string())
+    } else {
+        let started = tokio::select! {
+            r = start_agent(&args, &plan) => Some(r),
+            _ = interrupt.recv() => None,
+            _ = terminate.recv() => None,
+        };
+        match started {
+            Some(Ok(running)) => {
+                members.push(running);
+                Ok(args.data_dir.join("agent.log"))
+            }
+            Some(Err(why)) => Err(why),
+            None => {
+                eprintln!("interrupted while starting");
+                stop_all(&mut members).await;
+                return Ok(());
+            }
+        }
+    };
+    print_ready(&plan, &leader, &args.data_dir, &control, &agent);
 
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     let outcome = loop {
@@ -587,7 +636,71 @@ async fn wait_for_control(
     }
 }
 
-fn print_ready(plan: &[MemberPlan], leader: &str, data_dir: &Path, control: &ControlPlan) {
+/// Starts one `skiff-agent` and waits until it serves (it has reached
+/// Docker by then); `Err` says plainly why there is no agent.
+async fn start_agent(args: &UpArgs, plan: &[MemberPlan]) -> Result<Running, String> {
+    let bin = match &args.agent_bin {
+        Some(bin) => bin.clone(),
+        None => find_binary("skiff-agent", "--agent-bin").map_err(|e| e.to_string())?,
+    };
+    if let Err(e) = TcpListener::bind(("127.0.0.1", args.agent_port)) {
+        return Err(format!(
+            "its port {} is not free ({e}); choose another with --agent-port",
+            args.agent_port
+        ));
+    }
+    let log = args.data_dir.join("agent.log");
+    let mut agent = spawn_process(
+        "skiff-agent",
+        &log,
+        &bin,
+        &agent_args(plan, &args.data_dir, args.agent_port),
+    )
+    .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("http://127.0.0.1:{}/healthz", args.agent_port);
+    let deadline = Instant::now() + AGENT_START_TIMEOUT;
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    loop {
+        poll.tick().await;
+        if let Ok(Some(status)) = agent.child.try_wait() {
+            let output = log_tail(&log, agent.log_start, usize::MAX)
+                .unwrap_or_default()
+                .join("\n");
+            let why = if output.contains("connect to Docker") {
+                "no Docker daemon is reachable"
+            } else {
+                "it exited"
+            };
+            return Err(format!("{why} ({status}); see {}", log.display()));
+        }
+        if let Ok(resp) = http.get(&url).send().await
+            && resp.status().is_success()
+        {
+            return Ok(agent);
+        }
+        if Instant::now() >= deadline {
+            let _ = agent.child.start_kill();
+            let _ = agent.child.wait().await;
+            return Err(format!(
+                "it did not serve within {}; see {}",
+                duration::format_go(AGENT_START_TIMEOUT),
+                log.display()
+            ));
+        }
+    }
+}
+
+fn print_ready(
+    plan: &[MemberPlan],
+    leader: &str,
+    data_dir: &Path,
+    control: &ControlPlan,
+    agent: &Result<PathBuf, String>,
+) {
     let members = plan;
     let endpoints: Vec<String> = plan.iter().map(MemberPlan::endpoint).collect();
     let endpoints = endpoints.join(",");
@@ -611,6 +724,13 @@ fn print_ready(plan: &[MemberPlan], leader: &str, data_dir: &Path, control: &Con
         control.url(),
         control.log.display()
     ));
+    match agent {
+        Ok(log) => text.push_str(&format!(
+            "skiff-agent runs this machine's pods on Docker (log: {})\n",
+            log.display()
+        )),
+        Err(why) => text.push_str(&format!("No node agent: {why}. Pods will stay Pending.\n")),
+    }
     text.push_str(&format!(
         "\nData is in {}; the next `skiff up` with the same --data-dir reuses it.\n\n",
         data_dir.display()

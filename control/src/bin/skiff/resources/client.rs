@@ -156,6 +156,23 @@ impl Client {
         })
     }
 
+    /// `GET path` whose 2xx body is read as it comes (a followed log).
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(server_error(status, &body));
+        }
+        Ok(resp)
+    }
+
     fn transport_error(&self, e: &reqwest::Error) -> CliError {
         transport_error(&self.base, e)
     }

@@ -57,6 +57,13 @@ pub struct DeleteArgs {
     /// An object that does not exist is not an error.
     #[arg(long)]
     pub ignore_not_found: bool,
+    /// Seconds a pod's containers get to stop (-1: the pod's own); 0 with
+    /// --force deletes the object at once, without waiting for its node.
+    #[arg(long, value_name = "SECONDS", default_value_t = -1, allow_negative_numbers = true)]
+    pub grace_period: i64,
+    /// With --grace-period=0: delete at once, even if the pod's node is gone.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -113,12 +120,27 @@ pub async fn delete(args: DeleteArgs, out: &mut dyn Write) -> Result<(), CliErro
                 .collect(),
         }
     };
+    if args.grace_period == 0 && !args.force {
+        return Err(CliError::Local(
+            "--grace-period=0 deletes without waiting for the node; add --force to confirm"
+                .to_string(),
+        ));
+    }
     let client = args.server.client()?;
-    let options = json!({
+    let mut options = json!({
         "kind": "DeleteOptions",
         "apiVersion": "v1",
         "propagationPolicy": args.cascade.policy(),
     });
+    // kubectl: --force alone means a grace period of 0.
+    let grace = if args.force && args.grace_period < 0 {
+        0
+    } else {
+        args.grace_period
+    };
+    if grace >= 0 {
+        options["gracePeriodSeconds"] = json!(grace);
+    }
     let mut failed = false;
     for (r, ns, name) in objects {
         match client.delete(&r.object_path(&ns, &name), &options).await {

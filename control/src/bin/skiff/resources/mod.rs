@@ -1,12 +1,13 @@
 //! Commands against the API server (skiff-control), spelled and printed as
 //! kubectl's: `apply`, `create`, `get`, `describe`, `delete`, `scale`,
-//! `label`, `api-resources`.
+//! `label`, `logs`, `api-resources`.
 //!
 //! - [`client`]: the HTTP client (bounded times, `Status` errors, watches);
 //! - [`manifest`]: reading manifests (YAML and JSON documents from files,
 //!   directories or stdin) and checking every one of them before anything
 //!   is sent;
-//! - [`apply`], [`get`], [`describe`], [`delete`], [`scale`], [`label`]: the
+//! - [`apply`], [`get`], [`describe`], [`delete`], [`scale`], [`label`],
+//!   [`logs`]: the
 //!   commands;
 //! - [`tabwriter`]: Go's tabwriter, which kubectl aligns its columns with.
 //!
@@ -21,6 +22,7 @@ pub mod delete;
 pub mod describe;
 pub mod get;
 pub mod label;
+pub mod logs;
 pub mod manifest;
 pub mod node;
 pub mod rollout;
@@ -121,6 +123,8 @@ pub enum Command {
     Rollout(rollout::RolloutCommand),
     /// Add, change or remove labels: skiff label KIND NAME k=v k-
     Label(label::LabelArgs),
+    /// Print a container's output: skiff logs POD [-c CONTAINER] [-f] [--tail N] [--previous]
+    Logs(logs::LogsArgs),
     /// The resource types the API server serves.
     ApiResources(get::ApiResourcesArgs),
 }
@@ -139,6 +143,7 @@ pub async fn run(command: Command, out: &mut dyn Write) -> ExitCode {
         Command::Uncordon(args) => node::uncordon(args, out).await,
         Command::Drain(args) => node::drain(args, out).await,
         Command::Label(args) => label::label(args, out).await,
+        Command::Logs(args) => logs::logs(args, out).await,
         Command::ApiResources(args) => get::api_resources(args, out).await,
     };
     let _ = out.flush();
