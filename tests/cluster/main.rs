@@ -25,6 +25,7 @@ mod cli_resources;
 mod cli_watch_lease;
 mod compaction;
 mod controllers;
+mod e2e;
 mod etcdctl;
 mod etcdctl_watch_lease;
 mod failover;
