@@ -284,6 +284,28 @@ async fn agent_restart_policies_and_exit_codes() {
         container_status(p, "main")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     })
     .await;
+    // Events tell the story, one per reason with a count.
+    let api = control.api();
+    wait_for("the crash pod's events", POD_TIMEOUT, async || {
+        let events = api.get("/api/v1/namespaces/default/events").await.body;
+        let of = |reason: &str| {
+            events["items"].as_array().and_then(|items| {
+                items
+                    .iter()
+                    .find(|e| e["involvedObject"]["name"] == "crash" && e["reason"] == reason)
+                    .cloned()
+            })
+        };
+        match (of("Started"), of("BackOff")) {
+            (Some(started), Some(backoff))
+                if started["count"].as_i64() >= Some(3) && backoff["type"] == "Warning" =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     // At most the current and the previous attempt are kept.
     let uid = crash["metadata"]["uid"].as_str().unwrap();
     let mine = agent.containers(&format!("skiff.pod.uid={uid}")).await;

@@ -213,6 +213,12 @@ impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
+            // Dead before its containers are removed, so that it creates
+            // none after.
+            let deadline = std::time::Instant::now() + EXIT_TIMEOUT;
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         if std::thread::panicking() {
             eprintln!("\n{}", self.log_tail(LOG_TAIL_LINES));
@@ -227,7 +233,26 @@ impl Drop for Agent {
 }
 
 /// Removes every container labelled with `node`, synchronously (for Drop).
+/// A request the agent sent just before it died may still create one, so
+/// the removal is repeated until two looks in a row find none.
 pub fn remove_node_containers(node: &str) {
+    const ROUNDS: usize = 20;
+    let mut clean = 0;
+    for _ in 0..ROUNDS {
+        if remove_node_containers_once(node) {
+            clean += 1;
+            if clean == 2 {
+                return;
+            }
+        } else {
+            clean = 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// One removal pass; whether there was nothing to remove.
+fn remove_node_containers_once(node: &str) -> bool {
     let Ok(out) = std::process::Command::new("docker")
         .args([
             "ps",
@@ -237,20 +262,22 @@ pub fn remove_node_containers(node: &str) {
         ])
         .output()
     else {
-        return;
+        return true;
     };
     let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(String::from)
         .collect();
-    if !ids.is_empty() {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", "-v"])
-            .args(&ids)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+    if ids.is_empty() {
+        return true;
     }
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", "-v"])
+        .args(&ids)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    false
 }
 
 /// Runs the `docker` CLI.

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use skiff_model::core::ObjectReference;
 use skiff_model::pod::{Container, PodStatus};
 use skiff_model::{Pod, Time};
-use skiff_runtime::{Registry, RegistryError};
+use skiff_runtime::{EventRecorder, EventType, Registry, RegistryError};
 use tokio::time::Instant;
 
 use super::PodConfig;
@@ -72,9 +73,13 @@ pub struct Worker<R> {
     pub registry: Registry,
     pub config: Arc<PodConfig>,
     pub pause_image: String,
+    pub events: EventRecorder,
     /// Per container: the attempt at which its back-off was last reset.
     backoff_base: HashMap<String, i32>,
     pulls: HashMap<String, PullFailure>,
+    /// Per container: why it waited at the last reconcile, so that an
+    /// Event is recorded when the reason changes, not every time.
+    last_waiting: HashMap<String, String>,
 }
 
 /// The default pull policy of an image: `Always` for `:latest` or no tag.
@@ -101,14 +106,61 @@ impl<R: ContainerRuntime> Worker<R> {
         config: Arc<PodConfig>,
         pause_image: String,
     ) -> Self {
+        let events = EventRecorder::new(registry.clone(), "skiff-agent", config.node_name.clone());
         Worker {
             runtime,
             registry,
             config,
             pause_image,
+            events,
             backoff_base: HashMap::new(),
             pulls: HashMap::new(),
+            last_waiting: HashMap::new(),
         }
+    }
+
+    /// Records an Event about `container` of `pod` (best effort: a failure
+    /// is logged, the sync goes on).
+    async fn event(
+        &self,
+        pod: &Pod,
+        container: &str,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let involved = ObjectReference {
+            kind: "Pod".into(),
+            api_version: "v1".into(),
+            namespace: pod.metadata.namespace.clone(),
+            name: pod.metadata.name.clone(),
+            uid: pod.metadata.uid.clone(),
+            field_path: format!("spec.containers{{{container}}}"),
+            ..Default::default()
+        };
+        if let Err(e) = self.events.record(&involved, type_, reason, message).await {
+            tracing::debug!(error = %e, reason, "event not recorded");
+        }
+    }
+
+    /// Events for the containers whose reason to wait changed.
+    async fn waiting_events(&mut self, pod: &Pod, waiting: &BTreeMap<String, Waiting>) {
+        for (name, w) in waiting {
+            if self.last_waiting.get(name) == Some(&w.reason) {
+                continue;
+            }
+            let reason = match w.reason.as_str() {
+                "CrashLoopBackOff" | "ImagePullBackOff" => "BackOff",
+                "ErrImagePull" | "CreateContainerError" | "CreateContainerConfigError" => "Failed",
+                other => other,
+            };
+            self.event(pod, name, EventType::Warning, reason, &w.message)
+                .await;
+        }
+        self.last_waiting = waiting
+            .iter()
+            .map(|(n, w)| (n.clone(), w.reason.clone()))
+            .collect();
     }
 
     async fn list(&self, uid: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
@@ -214,9 +266,20 @@ impl<R: ContainerRuntime> Worker<R> {
             message: e.to_string(),
         })?;
         tracing::info!(container = %c.name, attempt, id = %id, "starting container");
-        if let Err(e) = self.runtime.start(&id).await {
-            // Docker keeps the container with the error; its status says it.
-            tracing::warn!(container = %c.name, error = %e, "container did not start");
+        match self.runtime.start(&id).await {
+            Ok(()) => {
+                let message = format!("Started container {}", c.name);
+                self.event(pod, &c.name, EventType::Normal, "Started", &message)
+                    .await;
+            }
+            Err(e) => {
+                // Docker keeps the container with the error; its status
+                // says it.
+                tracing::warn!(container = %c.name, error = %e, "container did not start");
+                let message = format!("Error: {e}");
+                self.event(pod, &c.name, EventType::Warning, "Failed", &message)
+                    .await;
+            }
         }
         Ok(())
     }
@@ -421,6 +484,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 all = self.list(&uid).await?;
             }
         }
+        self.waiting_events(pod, &waiting).await;
         let view = view_of(pod, &all, waiting, &self.config.address);
         self.write_status(sp, &view).await?;
         Ok(requeue)
@@ -475,6 +539,15 @@ impl<R: ContainerRuntime> Worker<R> {
         let uid = &pod.metadata.uid;
         let all = self.list(uid).await?;
         let grace = grace_period(pod);
+        for c in all
+            .iter()
+            .filter(|c| spec::role(c) == "app" && c.is_running())
+        {
+            let name = spec::container_name(c);
+            let message = format!("Stopping container {name}");
+            self.event(pod, name, EventType::Normal, "Killing", &message)
+                .await;
+        }
         let apps = all
             .iter()
             .filter(|c| spec::role(c) != "pause" && c.is_running())
