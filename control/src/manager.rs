@@ -158,6 +158,14 @@ fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToke
             registry.clone(),
             owners.cache(),
             pods.cache(),
+            EventRecorder::new(
+                registry.clone(),
+                match kind {
+                    OwnerKind::ReplicaSet => "replicaset-controller",
+                    OwnerKind::ReplicationController => "replication-controller",
+                },
+                &settings.identity,
+            ),
         ));
         spawn_workers(
             &mut tasks,
@@ -173,6 +181,11 @@ fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToke
     DeploymentController::wire(&mut deployments, &mut replicasets, &deployment_queue);
     let deployment = Arc::new(DeploymentController::new(
         registry.clone(),
+        EventRecorder::new(
+            registry.clone(),
+            "deployment-controller",
+            &settings.identity,
+        ),
         deployments.cache(),
         replicasets.cache(),
         pods.cache(),

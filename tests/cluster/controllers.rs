@@ -114,6 +114,31 @@ async fn controllers_replicaset_holds_its_count() {
         .await
         .success();
     wait_count(&control, &uid, 1).await;
+    // What the controller did is in the ReplicaSet's events.
+    wait_for(
+        "SuccessfulCreate and SuccessfulDelete events",
+        WAIT,
+        async || {
+            let list = api
+            .get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dfrontend")
+            .await
+            .expect(200);
+            let reasons: Vec<&str> = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["reason"].as_str())
+                .collect();
+            if reasons.contains(&"SuccessfulCreate") && reasons.contains(&"SuccessfulDelete") {
+                Ok(())
+            } else {
+                Err(format!("{reasons:?}"))
+            }
+        },
+    )
+    .await;
+    let out = control.skiff(&["describe", "rs", "frontend"], None).await;
+    assert!(out.success().stdout.contains("SuccessfulCreate"), "{out}");
     wait_for("the status to count 1", WAIT, async || {
         let rs = api
             .get("/apis/apps/v1/namespaces/default/replicasets/frontend")

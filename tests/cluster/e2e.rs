@@ -170,6 +170,10 @@ async fn e2e_rollout_and_node_failure() {
         .collect();
     replicas.sort();
     assert_eq!(replicas, [("1".to_string(), 0), ("2".to_string(), 2)]);
+    let out = control.skiff(&["describe", "deploy", "web"], None).await;
+    let text = out.success().stdout.clone();
+    assert!(text.contains("ScalingReplicaSet"), "{text}");
+    assert!(text.contains("Scaled down replica set web-"), "{text}");
 
     // Node a's agent dies: its pod comes back on b within 30 s.
     let on_a: Vec<String> = web_pods(&control)

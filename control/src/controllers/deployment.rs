@@ -23,10 +23,12 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use skiff_model::core::ObjectReference;
 use skiff_model::{Deployment, IntOrString, Time, resources};
 use skiff_runtime::{
     Action, Cache, Informer, Reconcile, Registry, RegistryError, Stamp, WorkQueue,
 };
+use skiff_runtime::{EventRecorder, EventType};
 
 use super::replicas::{api_version, controller_of};
 use crate::api::objects;
@@ -172,6 +174,7 @@ pub fn rolling_step(
 /// The Deployment controller.
 pub struct DeploymentController {
     registry: Registry,
+    events: EventRecorder,
     deployments: Cache,
     replicasets: Cache,
     pods: Cache,
@@ -189,9 +192,16 @@ fn rs_resource() -> &'static skiff_model::ResourceInfo {
 }
 
 impl DeploymentController {
-    pub fn new(registry: Registry, deployments: Cache, replicasets: Cache, pods: Cache) -> Self {
+    pub fn new(
+        registry: Registry,
+        events: EventRecorder,
+        deployments: Cache,
+        replicasets: Cache,
+        pods: Cache,
+    ) -> Self {
         DeploymentController {
             registry,
+            events,
             deployments,
             replicasets,
             pods,
@@ -259,6 +269,35 @@ impl DeploymentController {
             Ok(_) | Err(RegistryError::NotFound) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Sets a ReplicaSet's replicas, with Kubernetes' ScalingReplicaSet
+    /// event on the Deployment.
+    async fn scale(&self, d: &Deployment, rs: &Rs, to: i32) -> Result<(), RegistryError> {
+        self.set_replicas(&rs.key, to, None).await?;
+        if rs.replicas != to {
+            let direction = if to > rs.replicas { "up" } else { "down" };
+            let involved = ObjectReference {
+                kind: "Deployment".into(),
+                namespace: d.metadata.namespace.clone(),
+                name: d.metadata.name.clone(),
+                uid: d.metadata.uid.clone(),
+                api_version: "apps/v1".into(),
+                ..ObjectReference::default()
+            };
+            let message = format!(
+                "Scaled {direction} replica set {} from {} to {to}",
+                rs.name, rs.replicas
+            );
+            if let Err(e) = self
+                .events
+                .record(&involved, EventType::Normal, "ScalingReplicaSet", &message)
+                .await
+            {
+                tracing::warn!(deployment = %d.metadata.name, error = %e, "recording ScalingReplicaSet failed");
+            }
+        }
+        Ok(())
     }
 
     /// Creates the ReplicaSet of the Deployment's current template.
@@ -395,10 +434,10 @@ impl Reconcile for DeploymentController {
                 let running_olds: Vec<&Rs> = olds.iter().filter(|o| o.replicas > 0).collect();
                 if !running_olds.is_empty() {
                     for o in running_olds {
-                        self.set_replicas(&o.key, 0, None).await?;
+                        self.scale(&d, o, 0).await?;
                     }
                 } else if self.old_pods_active(&ns, &olds) == 0 && new.replicas != replicas {
-                    self.set_replicas(&new.key, replicas, None).await?;
+                    self.scale(&d, &new, replicas).await?;
                 }
             } else {
                 let rolling = d
@@ -417,7 +456,11 @@ impl Reconcile for DeploymentController {
                         .unwrap_or(&quarter),
                 );
                 for (k, n) in rolling_step(replicas, surge, unavailable, &new, &olds) {
-                    self.set_replicas(&k, n, None).await?;
+                    let rs = std::iter::once(&new)
+                        .chain(olds.iter())
+                        .find(|r| r.key == k)
+                        .expect("a step is for one of the ReplicaSets");
+                    self.scale(&d, rs, n).await?;
                 }
             }
         }

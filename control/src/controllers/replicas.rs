@@ -24,11 +24,13 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use serde_json::{Value, json};
+use skiff_model::core::ObjectReference;
 use skiff_model::labels::Selector;
 use skiff_model::{ReplicaSet, ReplicationController, ResourceInfo, Time, resources};
 use skiff_runtime::{
     Action, Cache, Informer, Notice, Reconcile, Registry, RegistryError, Stamp, WorkQueue,
 };
+use skiff_runtime::{EventRecorder, EventType};
 use tokio::time::Instant;
 
 use crate::api::objects;
@@ -241,6 +243,7 @@ pub struct ReplicaController {
     registry: Registry,
     owners: Cache,
     pods: Cache,
+    events: EventRecorder,
     expectations: Mutex<HashMap<String, Expectation>>,
 }
 
@@ -260,13 +263,35 @@ fn pod_key(pod: &Value) -> Option<String> {
 }
 
 impl ReplicaController {
-    pub fn new(kind: OwnerKind, registry: Registry, owners: Cache, pods: Cache) -> Self {
+    pub fn new(
+        kind: OwnerKind,
+        registry: Registry,
+        owners: Cache,
+        pods: Cache,
+        events: EventRecorder,
+    ) -> Self {
         ReplicaController {
             kind,
             registry,
             owners,
             pods,
+            events,
             expectations: Mutex::default(),
+        }
+    }
+
+    /// Records `reason` on the owner; a failure to record is logged only.
+    async fn event(&self, owner: &Owner, type_: EventType, reason: &str, message: &str) {
+        let involved = ObjectReference {
+            kind: self.kind.kind().to_string(),
+            namespace: owner.namespace.clone(),
+            name: owner.name.clone(),
+            uid: owner.uid.clone(),
+            api_version: api_version(self.kind.resource()),
+            ..ObjectReference::default()
+        };
+        if let Err(e) = self.events.record(&involved, type_, reason, message).await {
+            tracing::warn!(owner = %owner.name, reason, error = %e, "recording an event failed");
         }
     }
 
@@ -384,10 +409,26 @@ impl ReplicaController {
                 match self.registry.create(&key, &prepared).await {
                     Ok(_) => {
                         tracing::info!(owner = %owner.name, pod = %name, "created pod");
+                        self.event(
+                            owner,
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            &format!("Created pod: {name}"),
+                        )
+                        .await;
                         created.insert(key);
                     }
                     Err(RegistryError::AlreadyExists) => {}
-                    Err(e) => return (created, Some(e.into())),
+                    Err(e) => {
+                        self.event(
+                            owner,
+                            EventType::Warning,
+                            "FailedCreate",
+                            &format!("Error creating: {e}"),
+                        )
+                        .await;
+                        return (created, Some(e.into()));
+                    }
                 }
             }
             left -= n;
@@ -520,6 +561,14 @@ impl Reconcile for ReplicaController {
                 for pkey in extra {
                     self.delete_pod(&pkey).await?;
                     tracing::info!(owner = %owner.name, pod = %pkey, "deleted extra pod");
+                    let name = pkey.rsplit('/').next().unwrap_or("");
+                    self.event(
+                        &owner,
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {name}"),
+                    )
+                    .await;
                     deleted.insert(pkey);
                 }
                 self.expect(key, HashSet::new(), deleted);
