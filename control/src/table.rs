@@ -115,12 +115,12 @@ const EVENT: &[Column] = &[
     col("Type", "The type of the event (Normal, Warning).", 0),
     col("Reason", "Why the event happened.", 0),
     col("Object", "The object the event is about.", 0),
-    col("Message", "What happened.", 0),
     col("Subobject", "The part of the object the event is about.", 1),
     col("Source", "The component that reported the event.", 1),
-    col("Count", "How often the event happened.", 1),
+    col("Message", "What happened.", 0),
     col("First Seen", "The time the event was first seen.", 1),
-    NAME,
+    col("Count", "How often the event happened.", 1),
+    col("Name", "The name of the event.", 1),
 ];
 const DEFAULT: &[Column] = &[NAME, AGE];
 
@@ -582,11 +582,11 @@ fn event_row(ev: &Value, now: i64) -> Vec<Cell> {
         s(get_str(ev, "type")),
         s(get_str(ev, "reason")),
         s(object),
-        s(get_str(ev, "message")),
         s(get_str(ev, "involvedObject.fieldPath")),
         s(get_str(ev, "source.component")),
-        Cell::Int(get(ev, "count").and_then(Value::as_i64).unwrap_or(1)),
+        s(get_str(ev, "message")),
         s(age(first, now)),
+        Cell::Int(get(ev, "count").and_then(Value::as_i64).unwrap_or(1)),
         s(get_str(ev, "metadata.name")),
     ]
 }
@@ -777,10 +777,28 @@ mod tests {
         let ev = json!({"metadata": {"name": "web.1"}, "lastTimestamp": ts(65), "type": "Normal",
             "reason": "Scheduled", "involvedObject": {"kind": "Pod", "name": "web"},
             "message": "assigned to n1"});
+        // kubectl's server-side columns: the wide ones in their places.
         assert_eq!(
-            text(&row("Event", &ev, NOW))[..5],
-            ["65s", "Normal", "Scheduled", "pod/web", "assigned to n1"]
+            text(&row("Event", &ev, NOW)),
+            [
+                "65s",
+                "Normal",
+                "Scheduled",
+                "pod/web",
+                "",
+                "",
+                "assigned to n1",
+                "65s",
+                "1",
+                "web.1"
+            ]
         );
+        let shown: Vec<&str> = columns("Event")
+            .iter()
+            .filter(|c| c.priority == 0)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(shown, ["Last Seen", "Type", "Reason", "Object", "Message"]);
         let ns = json!({"metadata": {"name": "default"}, "status": {"phase": "Active"}});
         assert_eq!(
             text(&row("Namespace", &ns, NOW))[..2],

@@ -275,6 +275,12 @@ impl DeploymentController {
     /// event on the Deployment.
     async fn scale(&self, d: &Deployment, rs: &Rs, to: i32) -> Result<(), RegistryError> {
         self.set_replicas(&rs.key, to, None).await?;
+        self.scaling_event(d, rs, to).await;
+        Ok(())
+    }
+
+    /// Kubernetes' ScalingReplicaSet event, when `rs` goes to `to`.
+    async fn scaling_event(&self, d: &Deployment, rs: &Rs, to: i32) {
         if rs.replicas != to {
             let direction = if to > rs.replicas { "up" } else { "down" };
             let involved = ObjectReference {
@@ -297,7 +303,6 @@ impl DeploymentController {
                 tracing::warn!(deployment = %d.metadata.name, error = %e, "recording ScalingReplicaSet failed");
             }
         }
-        Ok(())
     }
 
     /// Creates the ReplicaSet of the Deployment's current template.
@@ -420,8 +425,22 @@ impl Reconcile for DeploymentController {
                 } else {
                     0
                 };
-                self.create_rs(&value, &hash, start, max_revision + 1)
+                let key = self
+                    .create_rs(&value, &hash, start, max_revision + 1)
                     .await?;
+                if start > 0 {
+                    let created = Rs {
+                        key: key.clone(),
+                        name: key.rsplit('/').next().unwrap_or("").to_string(),
+                        replicas: 0,
+                        available: 0,
+                        ready: 0,
+                        status_replicas: 0,
+                        revision: max_revision + 1,
+                        created: String::new(),
+                    };
+                    self.scaling_event(&d, &created, start).await;
+                }
                 // The new ReplicaSet's own event brings the Deployment back.
                 return Ok(Action::Done);
             }
