@@ -788,7 +788,7 @@ mod tests {
                 "",
                 "",
                 "assigned to n1",
-                "65s",
+                "<unknown>",
                 "1",
                 "web.1"
             ]
