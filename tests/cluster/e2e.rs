@@ -132,7 +132,38 @@ async fn e2e_rollout_and_node_failure() {
         "replicas spread over the nodes"
     );
 
-    // A new template rolls forward with no pod unavailable.
+    // A new template rolls forward with no pod unavailable: a sampler
+    // counts the ready pods all along (maxUnavailable 0).
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let api = control.api();
+        let sampling = sampling.clone();
+        async move {
+            let mut least = usize::MAX;
+            let mut samples = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                let list = api
+                    .get(&format!("{PODS}?labelSelector=app%3Dweb"))
+                    .await
+                    .expect(200);
+                let ready = list["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| {
+                        p["status"]["conditions"].as_array().is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+                    })
+                    .count();
+                least = least.min(ready);
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (least, samples)
+        }
+    });
     std::fs::write(&manifest, deployment(image, "v2")).unwrap();
     control
         .skiff(&["apply", "-f", &manifest], None)
@@ -144,6 +175,14 @@ async fn e2e_rollout_and_node_failure() {
             None,
         )
         .await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (least, samples) = sampler.await.unwrap();
+    eprintln!("ready pods during the rollout: at least {least} in {samples} samples");
+    assert!(samples >= 5, "{samples} samples");
+    assert!(
+        least >= 2,
+        "a rollout with maxUnavailable 0 had {least} ready pods"
+    );
     assert_eq!(
         out.success().lines().last().copied(),
         Some("deployment \"web\" successfully rolled out"),
@@ -232,4 +271,140 @@ async fn e2e_rollout_and_node_failure() {
         })
     })
     .await;
+}
+
+fn rc(image: &str) -> String {
+    format!(
+        "\
+apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: sleeper
+spec:
+  replicas: 3
+  selector:
+    app: sleeper
+  template:
+    metadata:
+      labels:
+        app: sleeper
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        imagePullPolicy: Never
+        command: [\"sleep\", \"3600\"]
+"
+    )
+}
+
+/// The sleeper pods not being deleted: (name, node, Running and ready).
+async fn sleepers(control: &Control) -> Vec<(String, String, bool)> {
+    let list = control
+        .api()
+        .get(&format!("{PODS}?labelSelector=app%3Dsleeper"))
+        .await
+        .expect(200);
+    let mut pods: Vec<(String, String, bool)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let ready = p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                ready,
+            )
+        })
+        .collect();
+    pods.sort();
+    pods
+}
+
+async fn wait_sleepers(control: &Control, n: usize) -> Vec<(String, String, bool)> {
+    wait_for(format!("{n} ready sleeper pods"), WAIT, async || {
+        let pods = sleepers(control).await;
+        if pods.len() == n && pods.iter().all(|p| p.2) {
+            Ok(pods)
+        } else {
+            Err(format!("{pods:?}"))
+        }
+    })
+    .await
+}
+
+/// A ReplicationController of 3 over two agents: spread, scaled to 5 and
+/// to 1, and a deleted pod replaced, all Running on Docker.
+#[tokio::test]
+async fn e2e_replication_controller_over_two_agents() {
+    let image = busybox_image().await;
+    let cluster = Cluster::start(1).await;
+    let control = Control::start_leading(&cluster).await;
+    let a = Agent::start(&cluster, "e2e-rc-a", &[]).await;
+    let b = Agent::start(&cluster, "e2e-rc-b", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("rc.yaml");
+    std::fs::write(&manifest, rc(image)).unwrap();
+    control
+        .skiff(&["apply", "-f", manifest.to_str().unwrap()], None)
+        .await
+        .success();
+    let pods = wait_sleepers(&control, 3).await;
+    let on =
+        |pods: &[(String, String, bool)], node: &str| pods.iter().filter(|p| p.1 == node).count();
+    assert!(
+        on(&pods, a.node()) >= 1 && on(&pods, b.node()) >= 1,
+        "spread: {pods:?}"
+    );
+
+    control
+        .skiff(&["scale", "rc", "sleeper", "--replicas", "5"], None)
+        .await
+        .success();
+    let pods = wait_sleepers(&control, 5).await;
+    assert!(
+        on(&pods, a.node()) >= 2 && on(&pods, b.node()) >= 2,
+        "spread: {pods:?}"
+    );
+
+    control
+        .skiff(&["scale", "rc", "sleeper", "--replicas", "1"], None)
+        .await
+        .success();
+    let pods = wait_sleepers(&control, 1).await;
+    // The containers of the pods scaled away are gone from Docker.
+    wait_for("4 pods' containers to be removed", WAIT, async || {
+        let mut left = a.containers("skiff.pod.name").await;
+        left.extend(b.containers("skiff.pod.name").await);
+        // The one pod left has its pause and main containers.
+        if left.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
+
+    // A deleted pod is replaced.
+    let gone = pods[0].0.clone();
+    control
+        .skiff(&["delete", "pod", &gone], None)
+        .await
+        .success();
+    let pods = wait_for("a replacement", WAIT, async || {
+        let pods = sleepers(&control).await;
+        if pods.len() == 1 && pods[0].0 != gone && pods[0].2 {
+            Ok(pods)
+        } else {
+            Err(format!("{pods:?}"))
+        }
+    })
+    .await;
+    assert_ne!(pods[0].0, gone);
 }
