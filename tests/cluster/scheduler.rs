@@ -199,6 +199,70 @@ async fn scheduler_fails_over_to_another_instance() {
         assert_eq!(scheduled.len(), 1, "{name}: {events:?}");
         assert_eq!(scheduled[0]["count"], 1, "{name} bound once: {events:?}");
     }
+
+    // The second dies while a ReplicaSet of 30 is being created; a third
+    // takes over. The end: exactly 30 pods, each bound once.
+    let mut second = second;
+    let third = Control::start_leading(&cluster).await;
+    // Room for 30 more pods of 100m: two more nodes of 2 cpus.
+    for name in ["n2", "n3"] {
+        third
+            .api()
+            .post("/api/v1/nodes", &node(name, "8Gi", json!({})))
+            .await
+            .expect(201);
+    }
+    let many = FRONTEND.replace("replicas: 3", "replicas: 30");
+    second
+        .api()
+        .apply(
+            "/apis/apps/v1/namespaces/default/replicasets/frontend",
+            &many,
+        )
+        .await
+        .expect(201);
+    second.kill().await;
+    let pods = wait_for("30 frontend pods, all bound", WAIT, async || {
+        let list = third
+            .api()
+            .get(&format!("{PODS}?labelSelector=tier%3Dfrontend"))
+            .await
+            .expect(200);
+        let items = list["items"].as_array().unwrap().clone();
+        let bound = items
+            .iter()
+            .filter(|p| p["spec"]["nodeName"].is_string())
+            .count();
+        if items.len() == 30 && bound == 30 {
+            Ok(items)
+        } else {
+            Err(format!("{} pods, {bound} bound", items.len()))
+        }
+    })
+    .await;
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let events = wait_for(format!("the Scheduled event of {name}"), WAIT, async || {
+            let events = events_for(&third, name).await;
+            events
+                .iter()
+                .any(|e| e["reason"] == "Scheduled")
+                .then_some(events)
+        })
+        .await;
+        let scheduled: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["reason"] == "Scheduled")
+            .collect();
+        assert_eq!(scheduled[0]["count"], 1, "{name} bound once: {events:?}");
+    }
+    // No more than 30, a while later: no instance created duplicates.
+    let list = third
+        .api()
+        .get(&format!("{PODS}?labelSelector=tier%3Dfrontend"))
+        .await
+        .expect(200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 30);
 }
 
 const FRONTEND: &str = "\
