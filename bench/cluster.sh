@@ -73,3 +73,16 @@ member_status_mib() {
     done
     echo $((peak / 1024))
 }
+
+# cpu_ticks NAME: CPU time (user + system, in clock ticks) the cluster's
+# three members have used so far.
+cpu_ticks() {
+    local name=$1 total=0 i fields
+    for i in 1 2 3; do
+        # Fields 14 and 15 of /proc/PID/stat, counted after the command name
+        # (which may hold spaces) closes with ')'.
+        read -ra fields <<<"$(sed 's/^.*) //' "/proc/${member_pids[$name$i]}/stat")"
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}

@@ -1392,3 +1392,49 @@ async fn events_are_recorded_once_per_object_and_reason() {
         out.stdout
     );
 }
+
+/// A pod on a node is deleted gracefully, as in Kubernetes: the delete
+/// marks it with a deletion timestamp its grace period ahead, and its
+/// agent removes it once the containers stopped; `gracePeriodSeconds=0`
+/// removes it at once. A pod on no node goes at once.
+#[tokio::test]
+async fn bound_pods_are_deleted_gracefully() {
+    let (_cluster, control) = start().await;
+    let api = control.api();
+    let mut bound = pod("bound", json!({}));
+    bound["spec"]["nodeName"] = json!("node-1");
+    bound["spec"]["terminationGracePeriodSeconds"] = json!(20);
+    api.post(PODS, &bound).await.expect(201);
+    let marked = api.delete(&format!("{PODS}/bound")).await.expect(200);
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 20);
+    let stamp = marked["metadata"]["deletionTimestamp"].as_str().unwrap();
+    let created = marked["metadata"]["creationTimestamp"].as_str().unwrap();
+    assert!(stamp > created, "{stamp} is after {created}");
+    let still = api.get(&format!("{PODS}/bound")).await.expect(200);
+    assert_eq!(still["metadata"]["deletionTimestamp"], stamp);
+    // A second delete changes nothing; a bad grace period is refused.
+    let again = api.delete(&format!("{PODS}/bound")).await.expect(200);
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        still["metadata"]["resourceVersion"]
+    );
+    let bad = api
+        .delete(&format!("{PODS}/bound?gracePeriodSeconds=-1"))
+        .await
+        .expect(400);
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .contains("gracePeriodSeconds"),
+        "{bad}"
+    );
+    api.delete(&format!("{PODS}/bound?gracePeriodSeconds=0"))
+        .await
+        .expect(200);
+    api.get(&format!("{PODS}/bound")).await.expect(404);
+
+    api.post(PODS, &pod("unbound", json!({}))).await.expect(201);
+    api.delete(&format!("{PODS}/unbound")).await.expect(200);
+    api.get(&format!("{PODS}/unbound")).await.expect(404);
+}

@@ -43,7 +43,8 @@ pub struct Agent {
 
 impl Agent {
     /// Starts an agent for node `<name>-<pid>` against `cluster`, with a
-    /// 1 s heartbeat and resync and a 4 s lease, plus `extra` flags.
+    /// 1 s heartbeat and resync and a 4 s lease, plus `extra` flags (which
+    /// replace those defaults when they name the same flag).
     pub async fn start(cluster: &Cluster, name: &str, extra: &[&str]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("skiff-agent-")
@@ -70,6 +71,12 @@ impl Agent {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // A flag in `extra` replaces the default one (flag and value).
+        for flag in extra.iter().filter(|f| f.starts_with("--")) {
+            if let Some(i) = args.iter().position(|a| a == flag) {
+                args.drain(i..i + 2);
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let endpoints: Vec<String> = cluster.endpoints().split(',').map(String::from).collect();
         let client = Client::connect(&endpoints, ClientOptions::default())

@@ -32,9 +32,23 @@ pub struct Control {
 }
 
 impl Control {
-    /// Starts `skiff-control` against every member of `cluster` and waits
-    /// until it is ready.
+    /// Starts `skiff-control` against every member of `cluster`, serving
+    /// the API only (`--leader-elect=false`: no scheduler or controller
+    /// touches what a test writes), and waits until it is ready.
     pub async fn start(cluster: &Cluster) -> Control {
+        Control::start_with(cluster, &["--leader-elect=false"]).await
+    }
+
+    /// Starts `skiff-control` with the scheduler and the controllers (they
+    /// run once it holds the leadership; a 2 s leader lease), and waits
+    /// until its API is ready.
+    pub async fn start_leading(cluster: &Cluster) -> Control {
+        Control::start_with(cluster, &["--leader-elect-lease-duration", "2s"]).await
+    }
+
+    /// Starts `skiff-control` with `extra` arguments and waits until it is
+    /// ready.
+    pub async fn start_with(cluster: &Cluster, extra: &[&str]) -> Control {
         let dir = tempfile::Builder::new()
             .prefix("skiff-control-")
             .tempdir()
@@ -49,6 +63,7 @@ impl Control {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log file"))
@@ -149,6 +164,14 @@ impl Control {
     }
 
     /// Stops the server with SIGTERM and asserts it exits cleanly in time.
+    /// Kills `skiff-control` with SIGKILL, as a crash would: it resigns
+    /// nothing and closes nothing.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("skiff-control is running");
+        child.start_kill().expect("send SIGKILL");
+        let _ = tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await;
+    }
+
     pub async fn stop(&mut self) {
         let mut child = self.child.take().expect("skiff-control is running");
         let pid = child.id().expect("a running child has a pid");

@@ -7,12 +7,27 @@
 //! - [`stamp`]: the uid, clock reading and generated-name suffix a create
 //!   needs;
 //! - [`events`]: the event recorder, one Event per object and reason with a
-//!   count.
+//!   count;
+//! - the machinery of controllers, written once for all of them and the
+//!   scheduler: [`informer`] (list, then watch from the listed revision,
+//!   into a local copy; list again after "compacted"; periodic resync),
+//!   [`queue`] (a de-duplicating, delayed work queue with per-key
+//!   back-off), [`controller`] (bounded workers, never two reconciles of
+//!   one key at once, "requeue after") and [`election`] (a leader lease,
+//!   and a fence on the leader's writes).
 
+pub mod controller;
+pub mod election;
 pub mod events;
+pub mod informer;
+pub mod queue;
 pub mod registry;
 pub mod stamp;
 
+pub use controller::{Action, Reconcile, run_workers};
+pub use election::{Election, Leadership};
 pub use events::{EventRecorder, EventType};
-pub use registry::{Registry, RegistryError, Stored};
+pub use informer::{Cache, Informer, Notice};
+pub use queue::{Backoff, WorkQueue};
+pub use registry::{Fence, Registry, RegistryError, Stored};
 pub use stamp::Stamp;

@@ -60,6 +60,11 @@ pub enum RegistryError {
     /// A stored value is not a JSON object.
     #[error("{0}")]
     Corrupt(String),
+    /// A write of a fenced registry found its fence key changed: whoever
+    /// wrote it no longer holds the leadership the fence stood for, and
+    /// nothing was written.
+    #[error("fenced: {key} changed, leadership lost")]
+    Fenced { key: String },
     /// What the caller asked to write cannot be stored (a name no key can
     /// hold, a value that does not encode).
     #[error("{0}")]
@@ -116,6 +121,8 @@ pub struct ListPage {
 /// One change seen by a watch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
+    /// The object's key.
+    pub key: String,
     pub revision: i64,
     /// The object after the change; `None` for a delete.
     pub object: Option<Value>,
@@ -137,6 +144,17 @@ pub struct WatchBatch {
 #[derive(Clone, Debug)]
 pub struct Registry {
     client: Client,
+    fence: Option<Fence>,
+}
+
+/// A condition every write of a fenced registry carries: the key still
+/// exists with this create revision. A leader fences its writes with its
+/// election key, so that once another instance has taken over, the old
+/// leader's writes fail instead of racing the new leader's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub key: String,
+    pub create_revision: i64,
 }
 
 /// Sets `metadata.resourceVersion`.
@@ -194,17 +212,86 @@ fn range_op(key: &str) -> RequestOp {
     }
 }
 
-/// The first key-value of the failure branch's Range, if any.
+/// The key-value the failure branch read back (its first Range), if any.
 fn failure_kv(resp: &skiff_proto::etcdserverpb::TxnResponse) -> Option<KeyValue> {
-    resp.responses.iter().find_map(|r| match &r.response {
+    match resp.responses.first().and_then(|r| r.response.as_ref()) {
         Some(response_op::Response::ResponseRange(range)) => range.kvs.first().cloned(),
         _ => None,
-    })
+    }
+}
+
+fn put_op(key: &str, value: &Value) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: encode(value),
+            ..Default::default()
+        })),
+    }
 }
 
 impl Registry {
     pub fn new(client: Client) -> Self {
-        Registry { client }
+        Registry {
+            client,
+            fence: None,
+        }
+    }
+
+    /// This registry with every write conditional on `fence`.
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Registry {
+            client: self.client.clone(),
+            fence: Some(fence),
+        }
+    }
+
+    /// The store client underneath.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Runs a one-key write: `compare` guards `success`; on failure the key
+    /// is read back (the first failure response). With a fence, the fence
+    /// is one more compare and a failed fence is [`RegistryError::Fenced`].
+    async fn write(
+        &self,
+        key: &str,
+        compare: Compare,
+        success: RequestOp,
+    ) -> Result<skiff_proto::etcdserverpb::TxnResponse, RegistryError> {
+        let mut compares = vec![compare];
+        let mut failure = vec![range_op(key)];
+        if let Some(fence) = &self.fence {
+            compares.push(cmp(
+                &fence.key,
+                compare::CompareTarget::Create,
+                compare::TargetUnion::CreateRevision(fence.create_revision),
+            ));
+            failure.push(range_op(&fence.key));
+        }
+        let resp = self
+            .client
+            .txn(TxnRequest {
+                compare: compares,
+                success: vec![success],
+                failure,
+            })
+            .await?;
+        if !resp.succeeded
+            && let Some(fence) = &self.fence
+        {
+            let holder = match resp.responses.get(1).and_then(|r| r.response.as_ref()) {
+                Some(response_op::Response::ResponseRange(range)) => range.kvs.first(),
+                _ => None,
+            };
+            if holder.map(|kv| kv.create_revision) != Some(fence.create_revision) {
+                return Err(RegistryError::Fenced {
+                    key: fence.key.clone(),
+                });
+            }
+        }
+        Ok(resp)
     }
 
     /// The current store revision (a linearizable read).
@@ -230,22 +317,15 @@ impl Registry {
     /// key is there.
     pub async fn create(&self, key: &str, value: &Value) -> Result<Stored, RegistryError> {
         let resp = self
-            .client
-            .txn(TxnRequest {
-                compare: vec![cmp(
+            .write(
+                key,
+                cmp(
                     key,
                     compare::CompareTarget::Create,
                     compare::TargetUnion::CreateRevision(0),
-                )],
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestPut(PutRequest {
-                        key: key.as_bytes().to_vec(),
-                        value: encode(value),
-                        ..Default::default()
-                    })),
-                }],
-                failure: Vec::new(),
-            })
+                ),
+                put_op(key, value),
+            )
             .await?;
         if !resp.succeeded {
             return Err(RegistryError::AlreadyExists);
@@ -270,22 +350,15 @@ impl Registry {
         expected: i64,
     ) -> Result<Stored, RegistryError> {
         let resp = self
-            .client
-            .txn(TxnRequest {
-                compare: vec![cmp(
+            .write(
+                key,
+                cmp(
                     key,
                     compare::CompareTarget::Mod,
                     compare::TargetUnion::ModRevision(expected),
-                )],
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestPut(PutRequest {
-                        key: key.as_bytes().to_vec(),
-                        value: encode(value),
-                        ..Default::default()
-                    })),
-                }],
-                failure: vec![range_op(key)],
-            })
+                ),
+                put_op(key, value),
+            )
             .await?;
         if !resp.succeeded {
             return Err(match failure_kv(&resp) {
@@ -329,25 +402,25 @@ impl Registry {
     /// Deletes the object at `key` if its `mod_revision` is still
     /// `expected`; returns the object as it was.
     pub async fn delete(&self, key: &str, expected: i64) -> Result<Stored, RegistryError> {
+        let delete = RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    prev_kv: true,
+                    ..Default::default()
+                },
+            )),
+        };
         let resp = self
-            .client
-            .txn(TxnRequest {
-                compare: vec![cmp(
+            .write(
+                key,
+                cmp(
                     key,
                     compare::CompareTarget::Mod,
                     compare::TargetUnion::ModRevision(expected),
-                )],
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestDeleteRange(
-                        DeleteRangeRequest {
-                            key: key.as_bytes().to_vec(),
-                            prev_kv: true,
-                            ..Default::default()
-                        },
-                    )),
-                }],
-                failure: vec![range_op(key)],
-            })
+                ),
+                delete,
+            )
             .await?;
         if !resp.succeeded {
             return Err(match failure_kv(&resp) {
@@ -506,6 +579,7 @@ impl WatchStream {
                     Some(decode(kv)?.value)
                 };
                 changes.push(Change {
+                    key: String::from_utf8_lossy(&kv.key).into_owned(),
                     revision: kv.mod_revision,
                     object,
                     prev,

@@ -632,8 +632,11 @@ struct DeleteOptions {
     uid: Option<String>,
     resource_version: Option<i64>,
     dry: bool,
-    /// `gracePeriodSeconds` (query or body); 0 deletes a pod at once.
-    grace_period_seconds: Option<i64>,
+    /// `gracePeriodSeconds`, for a pod: how long its containers get to stop.
+    grace_period: Option<i64>,
+    /// `propagationPolicy`: `Orphan`, `Background` (the default) or
+    /// `Foreground`.
+    policy: Option<String>,
 }
 
 fn delete_options(ctx: &Ctx) -> Result<DeleteOptions, ApiError> {
@@ -664,17 +667,28 @@ fn delete_options(ctx: &Ctx) -> Result<DeleteOptions, ApiError> {
         .get("dryRun")
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|v| v == "All"));
-    let grace_period_seconds = match query_param(&ctx.params, "gracePeriodSeconds") {
-        Some(v) => Some(v.parse::<i64>().map_err(|_| {
-            ApiError::BadRequest(format!("gracePeriodSeconds {v:?} is not an integer"))
+    let grace_period = match query_param(&ctx.params, "gracePeriodSeconds") {
+        Some(g) => Some(g.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "gracePeriodSeconds {g:?} is not a number of seconds"
+            ))
         })?),
         None => body.get("gracePeriodSeconds").and_then(Value::as_i64),
     };
+    if let Some(g) = grace_period
+        && g < 0
+    {
+        return Err(ApiError::BadRequest(format!(
+            "gracePeriodSeconds {g} is negative"
+        )));
+    }
+    let policy = policy.map(str::to_string);
     Ok(DeleteOptions {
         uid,
         resource_version,
         dry: dry_run(&ctx.params)? || body_dry,
-        grace_period_seconds,
+        grace_period,
+        policy,
     })
 }
 
@@ -737,42 +751,81 @@ async fn delete(
             }
             empty_namespace(registry, name).await?;
         }
-        // A pod running on a node is stopped by its agent first, which
-        // then deletes the object.
-        if resource.kind == "Pod" {
-            match objects::pod_deletion(
-                &current.value,
-                opts.grace_period_seconds,
-                &Stamp::now().now,
-            ) {
-                objects::PodDeletion::Now => {}
-                objects::PodDeletion::Wait => {
+        if !opts.dry && opts.policy.as_deref() == Some("Orphan") && resource.kind != "Pod" {
+            // Marked first, so that its controller adopts nothing while its
+            // dependents are let go.
+            if current.value["metadata"]["deletionTimestamp"].is_null() {
+                let mut marked = current.value.clone();
+                marked["metadata"]["deletionTimestamp"] = Value::String(Stamp::now().now);
+                match registry.update(&key, &marked, current.mod_revision).await {
+                    Ok(stored) => current = stored,
+                    Err(RegistryError::Conflict) if !last => continue,
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            let uid = current.value["metadata"]["uid"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            orphan_dependents(registry, p.object_namespace(), &uid).await?;
+        }
+        if !opts.dry
+            && opts.policy.as_deref() == Some("Foreground")
+            && resource.kind != "Pod"
+            && let Some(marked) = objects::mark_foreground(&current.value, &Stamp::now().now)
+        {
+            // The garbage collector deletes the dependents, then the object.
+            match registry.update(&key, &marked, current.mod_revision).await {
+                Ok(stored) => {
+                    tracing::info!(key = %key, "foreground deletion: dependents first");
                     return Ok(object_response(
                         StatusCode::OK,
                         resource,
-                        current.value,
+                        stored.value,
                         false,
                     ));
                 }
-                objects::PodDeletion::Mark(marked) => {
-                    if opts.dry {
-                        return Ok(object_response(StatusCode::OK, resource, marked, false));
-                    }
-                    match registry.update(&key, &marked, current.mod_revision).await {
-                        Ok(stored) => {
-                            tracing::info!(key = %key, "pod marked for deletion; its agent stops it");
-                            return Ok(object_response(
-                                StatusCode::OK,
-                                resource,
-                                stored.value,
-                                false,
-                            ));
-                        }
-                        Err(RegistryError::Conflict) if !last => continue,
-                        Err(e) => return Err(err(e)),
-                    }
-                }
+                Err(RegistryError::Conflict) if !last => continue,
+                Err(e) => return Err(err(e)),
             }
+        }
+        if resource.kind == "Pod"
+            && let Some(marked) = objects::mark_terminating_pod(
+                &current.value,
+                opts.grace_period,
+                skiff_model::Time::now(),
+            )
+        {
+            // A pod on a node stops gracefully: its agent stops the
+            // containers, then deletes the object.
+            if opts.dry {
+                return Ok(object_response(StatusCode::OK, resource, marked, false));
+            }
+            match registry.update(&key, &marked, current.mod_revision).await {
+                Ok(stored) => {
+                    tracing::info!(key = %key, grace = ?stored.value["metadata"]["deletionGracePeriodSeconds"], "pod terminating");
+                    return Ok(object_response(
+                        StatusCode::OK,
+                        resource,
+                        stored.value,
+                        false,
+                    ));
+                }
+                Err(RegistryError::Conflict) if !last => continue,
+                Err(e) => return Err(err(e)),
+            }
+        }
+        if resource.kind == "Pod"
+            && objects::is_terminating_pod(&current.value)
+            && opts.grace_period != Some(0)
+        {
+            // Already stopping, and not forced: nothing more to do now.
+            return Ok(object_response(
+                StatusCode::OK,
+                resource,
+                current.value,
+                false,
+            ));
         }
         let meta = &current.value["metadata"];
         let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
@@ -820,6 +873,52 @@ async fn delete(
         }
     }
     Err(err(RegistryError::Conflict))
+}
+
+/// Removes the owner reference to `uid` from every pod and ReplicaSet of
+/// `namespace` (an orphaning delete: the dependents stay).
+async fn orphan_dependents(
+    registry: &Registry,
+    namespace: &str,
+    uid: &str,
+) -> Result<(), ApiError> {
+    for plural in ["pods", "replicasets"] {
+        let r = skiff_model::resources::lookup(plural).expect("a known resource");
+        let prefix = r.prefix(Some(namespace));
+        let mut after: Option<String> = None;
+        loop {
+            let page = registry
+                .list_page(
+                    &prefix,
+                    after.as_deref(),
+                    None,
+                    super::registry::LIST_PAGE_SIZE,
+                )
+                .await
+                .map_err(|e| ApiError::from_registry(e, r, ""))?;
+            after = page.items.last().map(|s| s.key.clone());
+            for item in &page.items {
+                if !objects::owned_by(&item.value, uid) {
+                    continue;
+                }
+                let result = registry
+                    .update_with::<RegistryError>(&item.key, |current| {
+                        Ok(objects::without_owner(&current.value, uid))
+                    })
+                    .await;
+                match result {
+                    Ok(_) | Err(RegistryError::NotFound) => {}
+                    Err(e) => {
+                        return Err(ApiError::from_registry(e, r, objects::name_of(&item.value)));
+                    }
+                }
+            }
+            if !page.more {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn scale_invalid(name: &str, causes: Vec<skiff_model::StatusCause>) -> ApiError {

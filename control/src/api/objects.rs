@@ -307,46 +307,104 @@ pub fn mark_deleted(v: &Value, now: &str) -> Option<Value> {
     Some(v)
 }
 
-/// What deleting a pod does.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PodDeletion {
-    /// Delete the object now: the pod runs nowhere (not bound to a node,
-    /// or finished), or the deletion is forced (grace period 0).
-    Now,
-    /// Mark it (`deletionTimestamp`, `deletionGracePeriodSeconds`): the
-    /// node's agent stops its containers within the grace period, then
-    /// deletes the object.
-    Mark(Value),
-    /// Already marked: the agent is at it.
-    Wait,
-}
-
-/// How a delete of `pod` at `now` goes, as kube-apiserver's graceful
-/// deletion: the grace period is `grace` (DeleteOptions), else the pod's
-/// `terminationGracePeriodSeconds`, else 30 s.
-pub fn pod_deletion(pod: &Value, grace: Option<i64>, now: &str) -> PodDeletion {
+/// Whether a pod is stopping on its node: bound, with a deletion
+/// timestamp.
+pub fn is_terminating_pod(pod: &Value) -> bool {
     let bound = pod["spec"]["nodeName"]
         .as_str()
         .is_some_and(|n| !n.is_empty());
+    bound && !pod["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// A pod bound to a node, marked for a graceful delete: `deletionTimestamp`
+/// is now plus the grace period (`grace`, else the pod's
+/// `terminationGracePeriodSeconds`, else 30 s), as in Kubernetes. `None`
+/// when the pod is to go at once: unbound, finished (Succeeded or Failed),
+/// a grace period of 0, or already marked with a grace period no longer
+/// than this one.
+pub fn mark_terminating_pod(
+    pod: &Value,
+    grace: Option<i64>,
+    now: skiff_model::Time,
+) -> Option<Value> {
+    let bound = pod["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let grace = grace
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
     let finished = matches!(
         pod["status"]["phase"].as_str(),
         Some("Succeeded" | "Failed")
     );
-    let grace = grace
-        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
-        .unwrap_or(30)
-        .max(0);
     if !bound || finished || grace == 0 {
-        return PodDeletion::Now;
+        return None;
     }
-    if pod["metadata"].get("deletionTimestamp").is_some() {
-        return PodDeletion::Wait;
+    let current = pod["metadata"]["deletionGracePeriodSeconds"].as_i64();
+    if current.is_some_and(|c| c <= grace) {
+        return None;
     }
     let mut v = pod.clone();
     let meta = meta_mut(&mut v);
-    meta.insert("deletionTimestamp".into(), Value::String(now.to_string()));
+    let deadline = skiff_model::Time::from_unix(now.unix_seconds().saturating_add(grace));
+    meta.insert(
+        "deletionTimestamp".into(),
+        Value::String(deadline.to_string()),
+    );
     meta.insert("deletionGracePeriodSeconds".into(), Value::from(grace));
-    PodDeletion::Mark(v)
+    Some(v)
+}
+
+/// The finalizer of a foreground deletion: the garbage collector removes
+/// it once the object's dependents are gone.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// The object marked for a foreground deletion (`deletionTimestamp` and
+/// the `foregroundDeletion` finalizer); `None` when it already is.
+pub fn mark_foreground(v: &Value, now: &str) -> Option<Value> {
+    if v["metadata"]["deletionTimestamp"].is_string() {
+        return None;
+    }
+    let mut v = v.clone();
+    let meta = meta_mut(&mut v);
+    meta.insert("deletionTimestamp".into(), Value::String(now.to_string()));
+    meta.insert("deletionGracePeriodSeconds".into(), Value::from(0));
+    let finalizers = meta
+        .entry("finalizers")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(list) = finalizers.as_array_mut()
+        && !list.iter().any(|f| f == FOREGROUND_FINALIZER)
+    {
+        list.push(Value::String(FOREGROUND_FINALIZER.to_string()));
+    }
+    Some(v)
+}
+
+/// Whether `v` has an owner reference to `uid`.
+pub fn owned_by(v: &Value, uid: &str) -> bool {
+    v["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|o| o["uid"] == uid))
+}
+
+/// `v` without its owner reference to `uid`; `None` when it has none.
+pub fn without_owner(v: &Value, uid: &str) -> Option<Value> {
+    if !owned_by(v, uid) {
+        return None;
+    }
+    let mut v = v.clone();
+    let meta = meta_mut(&mut v);
+    let refs: Vec<Value> = meta
+        .get("ownerReferences")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter(|o| o["uid"] != uid).cloned().collect())
+        .unwrap_or_default();
+    if refs.is_empty() {
+        meta.remove("ownerReferences");
+    } else {
+        meta.insert("ownerReferences".into(), Value::Array(refs));
+    }
+    Some(v)
 }
 
 /// Whether a namespace is being deleted (`status.phase: Terminating`).
@@ -427,6 +485,34 @@ pub fn body_resource_version(body: &Value) -> Result<Option<i64>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bound_pods_stop_gracefully() {
+        let now = skiff_model::Time::from_unix(1_000);
+        let unbound = serde_json::json!({"metadata": {"name": "p"}, "spec": {}});
+        assert_eq!(mark_terminating_pod(&unbound, None, now), None);
+        let bound = serde_json::json!({"metadata": {"name": "p"},
+            "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10}});
+        let marked = mark_terminating_pod(&bound, None, now).unwrap();
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 10);
+        assert_eq!(
+            marked["metadata"]["deletionTimestamp"],
+            skiff_model::Time::from_unix(1_010).to_string()
+        );
+        assert!(is_terminating_pod(&marked));
+        assert_eq!(
+            mark_terminating_pod(&marked, None, now),
+            None,
+            "already stopping"
+        );
+        let shorter = mark_terminating_pod(&marked, Some(2), now).unwrap();
+        assert_eq!(shorter["metadata"]["deletionGracePeriodSeconds"], 2);
+        assert_eq!(
+            mark_terminating_pod(&bound, Some(0), now),
+            None,
+            "forced: at once"
+        );
+    }
     use serde_json::json;
     use skiff_model::resources;
 
@@ -553,25 +639,5 @@ mod tests {
         released["metadata"]["finalizers"] = json!([]);
         assert!(ready_to_delete(&released));
         assert!(!ready_to_delete(&v));
-    }
-
-    #[test]
-    fn pods_on_nodes_are_deleted_gracefully() {
-        let now = "2026-01-01T00:00:00Z";
-        let unbound = json!({"metadata": {"name": "p"}, "spec": {}});
-        assert_eq!(pod_deletion(&unbound, None, now), PodDeletion::Now);
-        let bound = json!({"metadata": {"name": "p"},
-            "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5}});
-        let PodDeletion::Mark(marked) = pod_deletion(&bound, None, now) else {
-            panic!("a bound pod is marked");
-        };
-        assert_eq!(marked["metadata"]["deletionTimestamp"], now);
-        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 5);
-        assert_eq!(pod_deletion(&marked, None, now), PodDeletion::Wait);
-        assert_eq!(pod_deletion(&marked, Some(0), now), PodDeletion::Now);
-        assert_eq!(pod_deletion(&bound, Some(0), now), PodDeletion::Now);
-        let mut done = bound.clone();
-        done["status"] = json!({"phase": "Succeeded"});
-        assert_eq!(pod_deletion(&done, None, now), PodDeletion::Now);
     }
 }

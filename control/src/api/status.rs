@@ -110,6 +110,7 @@ impl ApiError {
             RegistryError::Store(message)
             | RegistryError::Corrupt(message)
             | RegistryError::Invalid(message) => ApiError::Internal(message),
+            e @ RegistryError::Fenced { .. } => ApiError::Internal(e.to_string()),
         }
     }
 

@@ -237,6 +237,7 @@ mod tests {
 
     fn change(prev: Option<Value>, object: Option<Value>, revision: i64) -> Change {
         Change {
+            key: String::new(),
             revision,
             object,
             prev,

@@ -1,17 +1,19 @@
-//! `skiff-control`: the API server (and, later, the scheduler and the
-//! controllers). Stateless: it keeps everything in the store given by
-//! `--store`.
+//! `skiff-control`: the API server, and the scheduler and the controllers
+//! while this instance holds the leadership. Stateless: it keeps everything
+//! in the store given by `--store`, so any number of instances may run.
 //!
 //! SIGTERM or SIGINT stop it cleanly: the listener closes, open watches end,
 //! requests in flight finish.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use skiff_client::{Client, ClientOptions};
 use skiff_control::api::{self, ApiServer};
+use skiff_control::manager;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +30,44 @@ struct Args {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Run the scheduler and the controllers while this instance holds the
+    /// leadership (`--leader-elect=false` serves the API only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// The leader lease TTL (`5s`, `1500ms`): how soon another instance
+    /// takes over from a leader that died.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How this instance shows in the election key (default: host name and
+    /// process id).
+    #[arg(long)]
+    identity: Option<String>,
+}
+
+/// `5s`, `1500ms` or `2m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected a number and ms, s or m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("invalid duration {s:?}: the unit is ms, s or m")),
+    };
+    if d < Duration::from_secs(1) {
+        return Err(format!("invalid duration {s:?}: at least 1s"));
+    }
+    Ok(d)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
 }
 
 fn init_tracing(format: &str) {
@@ -65,10 +105,26 @@ async fn main() -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
+    let loops = args.leader_elect.then(|| {
+        let settings = manager::Settings {
+            identity: args
+                .identity
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id())),
+            lease_ttl: args.leader_elect_lease_duration,
+            ..manager::Settings::default()
+        };
+        tracing::info!(identity = %settings.identity, lease_ttl = ?settings.lease_ttl, "campaigning for the leadership");
+        tokio::spawn(manager::run(client.clone(), settings, shutdown.clone()))
+    });
     tracing::info!(listen = %listener.local_addr()?, store = ?args.store, "serving the API");
-    api::serve(listener, ApiServer::new(client, shutdown))
+    api::serve(listener, ApiServer::new(client, shutdown.clone()))
         .await
         .context("serve the API")?;
+    if let Some(loops) = loops {
+        shutdown.cancel();
+        loops.await.context("the control loops")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }

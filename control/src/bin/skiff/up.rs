@@ -73,25 +73,75 @@ pub struct UpArgs {
     /// The skiff-agent binary (default: next to skiff, else in PATH).
     #[arg(long, value_name = "PATH", env = "SKIFF_AGENT_BIN")]
     pub agent_bin: Option<PathBuf>,
-    /// Start no node agent.
+    /// Node agents to start, each a node of its own sharing this machine's
+    /// Docker daemon (endpoints on --agent-port, --agent-port + 1, ...).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub agents: u16,
+    /// Start no node agent (as --agents 0).
     #[arg(long)]
     pub no_agent: bool,
+}
+
+/// One node agent to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPlan {
+    /// `--node-name`; `None` for the agent's default (the host name).
+    pub node: Option<String>,
+    /// Its directory under the data dir, and its log's name.
+    pub dir: String,
+    pub port: u16,
+}
+
+impl AgentPlan {
+    /// The agents of `skiff up --agents n`: one keeps the agent's defaults
+    /// (the host name, `agent/`, `agent.log`); several are
+    /// `<host>-1`, `<host>-2`, ... in `agent-1/`, `agent-2/`, ...
+    pub fn all(n: u16, host: &str, first_port: u16) -> Vec<AgentPlan> {
+        if n == 1 {
+            return vec![AgentPlan {
+                node: None,
+                dir: "agent".into(),
+                port: first_port,
+            }];
+        }
+        (1..=n)
+            .map(|i| AgentPlan {
+                node: Some(format!("{host}-{i}")),
+                dir: format!("agent-{i}"),
+                port: first_port.saturating_add(i - 1),
+            })
+            .collect()
+    }
+
+    pub fn log(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(format!("{}.log", self.dir))
+    }
 }
 
 /// How long the agent may take to reach Docker and serve.
 const AGENT_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `skiff-agent` flags: every member as a store endpoint.
-pub fn agent_args(plan: &[MemberPlan], data_dir: &Path, port: u16) -> Vec<String> {
+pub fn agent_args(plan: &[MemberPlan], data_dir: &Path, agent: &AgentPlan) -> Vec<String> {
     let store: Vec<String> = plan.iter().map(MemberPlan::endpoint).collect();
-    vec![
+    let mut args = vec![
         "--store".into(),
         store.join(","),
         "--data-dir".into(),
-        data_dir.join("agent").display().to_string(),
+        data_dir.join(&agent.dir).display().to_string(),
         "--port".into(),
-        port.to_string(),
-    ]
+        agent.port.to_string(),
+    ];
+    if let Some(node) = &agent.node {
+        args.extend(["--node-name".to_string(), node.clone()]);
+    }
+    args
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
 }
 
 /// The API server to start.
@@ -338,28 +388,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let agent = if args.no_agent {
-        Err("not started (--no-agent)".to_string())
-    } else {
+    let count = if args.no_agent { 0 } else { args.agents };
+    let mut agents: Vec<Result<PathBuf, String>> = Vec::new();
+    if count == 0 {
+        agents.push(Err("not started (--no-agent or --agents 0)".to_string()));
+    }
+    for agent_plan in AgentPlan::all(count, &host_name(), args.agent_port) {
         let started = tokio::select! {
-            r = start_agent(&args, &plan) => Some(r),
+            r = start_agent(&args, &plan, &agent_plan) => Some(r),
             _ = interrupt.recv() => None,
             _ = terminate.recv() => None,
         };
         match started {
             Some(Ok(running)) => {
                 members.push(running);
-                Ok(args.data_dir.join("agent.log"))
+                agents.push(Ok(agent_plan.log(&args.data_dir)));
             }
-            Some(Err(why)) => Err(why),
+            Some(Err(why)) => {
+                // One agent that cannot start (no Docker) means none can.
+                agents.push(Err(why));
+                break;
+            }
             None => {
                 eprintln!("interrupted while starting");
                 stop_all(&mut members).await;
                 return Ok(());
             }
         }
-    };
-    print_ready(&plan, &leader, &args.data_dir, &control, &agent);
+    }
+    print_ready(&plan, &leader, &args.data_dir, &control, &agents);
 
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     let outcome = loop {
@@ -638,30 +695,34 @@ async fn wait_for_control(
 
 /// Starts one `skiff-agent` and waits until it serves (it has reached
 /// Docker by then); `Err` says plainly why there is no agent.
-async fn start_agent(args: &UpArgs, plan: &[MemberPlan]) -> Result<Running, String> {
+async fn start_agent(
+    args: &UpArgs,
+    plan: &[MemberPlan],
+    agent_plan: &AgentPlan,
+) -> Result<Running, String> {
     let bin = match &args.agent_bin {
         Some(bin) => bin.clone(),
         None => find_binary("skiff-agent", "--agent-bin").map_err(|e| e.to_string())?,
     };
-    if let Err(e) = TcpListener::bind(("127.0.0.1", args.agent_port)) {
+    if let Err(e) = TcpListener::bind(("127.0.0.1", agent_plan.port)) {
         return Err(format!(
             "its port {} is not free ({e}); choose another with --agent-port",
-            args.agent_port
+            agent_plan.port
         ));
     }
-    let log = args.data_dir.join("agent.log");
+    let log = agent_plan.log(&args.data_dir);
     let mut agent = spawn_process(
         "skiff-agent",
         &log,
         &bin,
-        &agent_args(plan, &args.data_dir, args.agent_port),
+        &agent_args(plan, &args.data_dir, agent_plan),
     )
     .map_err(|e| e.to_string())?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()
         .map_err(|e| e.to_string())?;
-    let url = format!("http://127.0.0.1:{}/healthz", args.agent_port);
+    let url = format!("http://127.0.0.1:{}/healthz", agent_plan.port);
     let deadline = Instant::now() + AGENT_START_TIMEOUT;
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     loop {
@@ -699,7 +760,7 @@ fn print_ready(
     leader: &str,
     data_dir: &Path,
     control: &ControlPlan,
-    agent: &Result<PathBuf, String>,
+    agents: &[Result<PathBuf, String>],
 ) {
     let members = plan;
     let endpoints: Vec<String> = plan.iter().map(MemberPlan::endpoint).collect();
@@ -724,12 +785,14 @@ fn print_ready(
         control.url(),
         control.log.display()
     ));
-    match agent {
-        Ok(log) => text.push_str(&format!(
-            "skiff-agent runs this machine's pods on Docker (log: {})\n",
-            log.display()
-        )),
-        Err(why) => text.push_str(&format!("No node agent: {why}. Pods will stay Pending.\n")),
+    for agent in agents {
+        match agent {
+            Ok(log) => text.push_str(&format!(
+                "skiff-agent runs this machine's pods on Docker (log: {})\n",
+                log.display()
+            )),
+            Err(why) => text.push_str(&format!("No node agent: {why}. Pods will stay Pending.\n")),
+        }
     }
     text.push_str(&format!(
         "\nData is in {}; the next `skiff up` with the same --data-dir reuses it.\n\n",
@@ -787,6 +850,28 @@ async fn stop_all(members: &mut [Running]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_agent_keeps_the_defaults_and_several_are_numbered() {
+        let one = AgentPlan::all(1, "box", 10250);
+        assert_eq!(
+            one,
+            [AgentPlan {
+                node: None,
+                dir: "agent".into(),
+                port: 10250
+            }]
+        );
+        assert_eq!(one[0].log(Path::new("/d")), Path::new("/d/agent.log"));
+        let three = AgentPlan::all(3, "box", 10250);
+        let names: Vec<_> = three.iter().map(|a| a.node.clone().unwrap()).collect();
+        assert_eq!(names, ["box-1", "box-2", "box-3"]);
+        assert_eq!(three[2].port, 10252);
+        assert_eq!(three[1].dir, "agent-2");
+        let args = agent_args(&[], Path::new("/d"), &three[1]);
+        assert_eq!(args[args.len() - 2..], ["--node-name", "box-2"]);
+        assert!(AgentPlan::all(0, "box", 10250).is_empty());
+    }
 
     #[test]
     fn default_plan_uses_etcds_procfile_ports() {

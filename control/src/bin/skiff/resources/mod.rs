@@ -24,6 +24,8 @@ pub mod get;
 pub mod label;
 pub mod logs;
 pub mod manifest;
+pub mod node;
+pub mod rollout;
 pub mod scale;
 pub mod tabwriter;
 
@@ -110,6 +112,15 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Set the replicas of a deployment, replica set or replication controller.
     Scale(scale::ScaleArgs),
+    /// Mark a node unschedulable: skiff cordon NODE
+    Cordon(node::CordonArgs),
+    /// Mark a node schedulable again: skiff uncordon NODE
+    Uncordon(node::CordonArgs),
+    /// Cordon a node and delete its pods so that they are recreated elsewhere.
+    Drain(node::DrainArgs),
+    /// Follow, list and undo the rollouts of a deployment.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Add, change or remove labels: skiff label KIND NAME k=v k-
     Label(label::LabelArgs),
     /// Print a container's output: skiff logs POD [-c CONTAINER] [-f] [--tail N] [--previous]
@@ -127,6 +138,10 @@ pub async fn run(command: Command, out: &mut dyn Write) -> ExitCode {
         Command::Describe(args) => describe::describe(args, out).await,
         Command::Delete(args) => delete::delete(args, out).await,
         Command::Scale(args) => scale::scale(args, out).await,
+        Command::Rollout(command) => rollout::rollout(command, out).await,
+        Command::Cordon(args) => node::cordon(args, out).await,
+        Command::Uncordon(args) => node::uncordon(args, out).await,
+        Command::Drain(args) => node::drain(args, out).await,
         Command::Label(args) => label::label(args, out).await,
         Command::Logs(args) => logs::logs(args, out).await,
         Command::ApiResources(args) => get::api_resources(args, out).await,

@@ -1,0 +1,13 @@
+//! The controllers: each reconciles one kind towards its desired state,
+//! through skiff-runtime's informers, work queues and workers.
+//!
+//! - [`replicas`]: ReplicaSets and ReplicationControllers hold their
+//!   replica counts;
+//! - [`deployment`]: Deployments roll their ReplicaSets;
+//! - [`gc`]: objects whose owners are gone are deleted;
+//! - [`nodes`]: nodes whose agent died are marked, and their pods moved.
+
+pub mod deployment;
+pub mod gc;
+pub mod nodes;
+pub mod replicas;

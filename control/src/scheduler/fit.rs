@@ -1,0 +1,400 @@
+//! Where a pod may go, and where it should go, decided without IO.
+//!
+//! Filters, as Kubernetes' default plugins: the node is Ready and not
+//! unschedulable, the pod's requests fit the node's allocatable less what
+//! its pods already request, the node has the labels of the pod's
+//! nodeSelector, and the pod's host ports are free there. Scores: first
+//! spread (fewest pods of the same owner on the node), then least allocated
+//! (the most cpu and memory left after placing the pod), then the node's
+//! name, so that the choice is deterministic.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use skiff_model::{Node, Pod, Quantity};
+
+/// What a pod asks for: cpu in millicores, memory in bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Requests {
+    pub cpu_milli: i128,
+    pub memory: i128,
+}
+
+impl std::ops::AddAssign for Requests {
+    fn add_assign(&mut self, o: Requests) {
+        self.cpu_milli += o.cpu_milli;
+        self.memory += o.memory;
+    }
+}
+
+fn request_of(container: &skiff_model::pod::Container, resource: &str) -> Option<Quantity> {
+    let r = container.resources.as_ref()?;
+    // As in Kubernetes, a limit without a request is also the request.
+    r.requests
+        .get(resource)
+        .or_else(|| r.limits.get(resource))
+        .copied()
+}
+
+/// The sum of the requests of a pod's containers.
+pub fn pod_requests(pod: &Pod) -> Requests {
+    let mut total = Requests::default();
+    for c in &pod.spec.containers {
+        total.cpu_milli += request_of(c, "cpu").map_or(0, |q| q.milli_value());
+        total.memory += request_of(c, "memory").map_or(0, |q| q.value());
+    }
+    total
+}
+
+/// The host ports a pod asks for, as (protocol, port).
+pub fn host_ports(pod: &Pod) -> BTreeSet<(String, i32)> {
+    pod.spec
+        .containers
+        .iter()
+        .flat_map(|c| &c.ports)
+        .filter_map(|p| {
+            let port = p.host_port.filter(|&h| h > 0)?;
+            Some((p.protocol.clone().unwrap_or_else(|| "TCP".into()), port))
+        })
+        .collect()
+}
+
+/// Whether a pod still holds its node's resources: bound, and neither
+/// Succeeded nor Failed.
+pub fn holds_resources(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.spec.node_name.as_deref().is_some_and(|n| !n.is_empty())
+        && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// The uid of the pod's controller (its owner with `controller: true`).
+pub fn controller_uid(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+/// A node and what its pods already take.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub node: Node,
+    pub requested: Requests,
+    pub pods: usize,
+    pub ports: BTreeSet<(String, i32)>,
+    /// Pods per controller uid.
+    pub owners: HashMap<String, usize>,
+}
+
+impl NodeState {
+    pub fn new(node: Node) -> Self {
+        NodeState {
+            node,
+            requested: Requests::default(),
+            pods: 0,
+            ports: BTreeSet::new(),
+            owners: HashMap::new(),
+        }
+    }
+
+    /// Counts a pod bound to this node.
+    pub fn add_pod(&mut self, pod: &Pod) {
+        self.requested += pod_requests(pod);
+        self.pods += 1;
+        self.ports.extend(host_ports(pod));
+        if let Some(uid) = controller_uid(pod) {
+            *self.owners.entry(uid.to_string()).or_default() += 1;
+        }
+    }
+
+    fn allocatable(&self, resource: &str) -> Option<Quantity> {
+        let status = self.node.status.as_ref()?;
+        status
+            .allocatable
+            .get(resource)
+            .or_else(|| status.capacity.get(resource))
+            .copied()
+    }
+
+    fn ready(&self) -> bool {
+        self.node.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    }
+}
+
+/// Why a node cannot take a pod, worded as Kubernetes' scheduler words it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unfit {
+    NotReady,
+    Unschedulable,
+    Selector,
+    Insufficient(&'static str),
+    TooManyPods,
+    Ports,
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfit::NotReady => write!(f, "node(s) were not ready"),
+            Unfit::Unschedulable => write!(f, "node(s) were unschedulable"),
+            Unfit::Selector => write!(f, "node(s) didn't match Pod's node affinity/selector"),
+            Unfit::Insufficient(r) => write!(f, "Insufficient {r}"),
+            Unfit::TooManyPods => write!(f, "Too many pods"),
+            Unfit::Ports => write!(
+                f,
+                "node(s) didn't have free ports for the requested pod ports"
+            ),
+        }
+    }
+}
+
+/// Every reason `state`'s node cannot take `pod` (empty when it can).
+pub fn filter(pod: &Pod, state: &NodeState) -> Vec<Unfit> {
+    let mut why = Vec::new();
+    if !state.ready() {
+        why.push(Unfit::NotReady);
+    }
+    if state.node.spec.unschedulable {
+        why.push(Unfit::Unschedulable);
+    }
+    let labels = &state.node.metadata.labels;
+    if !pod
+        .spec
+        .node_selector
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+    {
+        why.push(Unfit::Selector);
+    }
+    let want = pod_requests(pod);
+    let fits = |resource: &str, used: i128, asked: i128, unit: fn(&Quantity) -> i128| {
+        asked == 0
+            || state
+                .allocatable(resource)
+                .is_some_and(|a| used + asked <= unit(&a))
+    };
+    if !fits(
+        "cpu",
+        state.requested.cpu_milli,
+        want.cpu_milli,
+        Quantity::milli_value,
+    ) {
+        why.push(Unfit::Insufficient("cpu"));
+    }
+    if !fits(
+        "memory",
+        state.requested.memory,
+        want.memory,
+        Quantity::value,
+    ) {
+        why.push(Unfit::Insufficient("memory"));
+    }
+    if let Some(max) = state.allocatable("pods")
+        && state.pods as i128 + 1 > max.value()
+    {
+        why.push(Unfit::TooManyPods);
+    }
+    if !host_ports(pod).is_disjoint(&state.ports) {
+        why.push(Unfit::Ports);
+    }
+    why
+}
+
+/// The share of a resource left after placing the pod, in basis points
+/// (0..=10,000): finer than Kubernetes' 0..=100 scores, so that a bigger
+/// node wins over a smaller one even for a small pod.
+fn left_share(allocatable: Option<i128>, used: i128) -> i128 {
+    match allocatable {
+        Some(a) if a > 0 => ((a - used).max(0) * 10_000) / a,
+        _ => 0,
+    }
+}
+
+/// Picks the node for `pod`: `Ok(name)`, or `Err` with Kubernetes'
+/// message ("0/3 nodes are available: 2 Insufficient memory, 1 node(s)
+/// didn't match Pod's node affinity/selector.").
+pub fn choose(pod: &Pod, nodes: &[NodeState]) -> Result<String, String> {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut best: Option<((usize, i128, &str), &str)> = None;
+    let want = pod_requests(pod);
+    let owner = controller_uid(pod);
+    for state in nodes {
+        let why = filter(pod, state);
+        if !why.is_empty() {
+            for w in why {
+                *reasons.entry(w.to_string()).or_default() += 1;
+            }
+            continue;
+        }
+        let same_owner = owner.map_or(0, |uid| state.owners.get(uid).copied().unwrap_or(0));
+        let cpu = left_share(
+            state.allocatable("cpu").map(|q| q.milli_value()),
+            state.requested.cpu_milli + want.cpu_milli,
+        );
+        let memory = left_share(
+            state.allocatable("memory").map(|q| q.value()),
+            state.requested.memory + want.memory,
+        );
+        let name = state.node.metadata.name.as_str();
+        // Smaller is better: fewer of the owner's pods, more left, name.
+        let rank = (same_owner, -(cpu + memory), name);
+        if best.as_ref().is_none_or(|(b, _)| rank < *b) {
+            best = Some((rank, name));
+        }
+    }
+    if let Some((_, name)) = best {
+        return Ok(name.to_string());
+    }
+    let mut counted: Vec<(usize, String)> = reasons.into_iter().map(|(r, n)| (n, r)).collect();
+    counted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let listed: Vec<String> = counted.iter().map(|(n, r)| format!("{n} {r}")).collect();
+    Err(if listed.is_empty() {
+        format!("0/{} nodes are available.", nodes.len())
+    } else {
+        format!(
+            "0/{} nodes are available: {}.",
+            nodes.len(),
+            listed.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, cpu: &str, memory: &str, labels: serde_json::Value) -> NodeState {
+        NodeState::new(
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": labels},
+                "status": {
+                    "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+                    "conditions": [{"type": "Ready", "status": "True"}]
+                }
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn pod(cpu: &str, memory: &str) -> Pod {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "i",
+                "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}
+        }))
+        .unwrap()
+    }
+
+    fn owned(mut p: Pod, uid: &str) -> Pod {
+        p.metadata.owner_references = vec![
+            serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "rs", "uid": uid, "controller": true}))
+            .unwrap(),
+        ];
+        p
+    }
+
+    #[test]
+    fn requests_sum_and_limits_stand_in() {
+        let p: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "a", "image": "i", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}},
+                {"name": "b", "image": "i", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}},
+                {"name": "c", "image": "i"}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(
+            pod_requests(&p),
+            Requests {
+                cpu_milli: 1250,
+                memory: 64 * 1024 * 1024 + 1024 * 1024 * 1024
+            }
+        );
+    }
+
+    #[test]
+    fn fits_until_the_node_is_full() {
+        let mut n = node("n1", "1", "1Gi", json!({}));
+        assert_eq!(filter(&pod("600m", "100Mi"), &n), vec![]);
+        n.add_pod(&pod("600m", "100Mi"));
+        assert_eq!(
+            filter(&pod("600m", "100Mi"), &n),
+            vec![Unfit::Insufficient("cpu")]
+        );
+        assert_eq!(filter(&pod("400m", "100Mi"), &n), vec![]);
+    }
+
+    #[test]
+    fn unready_cordoned_and_unlabelled_nodes_are_refused() {
+        let mut n = node("n1", "4", "4Gi", json!({"disk": "hdd"}));
+        let mut p = pod("0", "0");
+        p.spec.node_selector.insert("disk".into(), "ssd".into());
+        assert_eq!(filter(&p, &n), vec![Unfit::Selector]);
+        n.node.spec.unschedulable = true;
+        n.node.status.as_mut().unwrap().conditions[0].status = "Unknown".into();
+        assert_eq!(
+            filter(&p, &n),
+            vec![Unfit::NotReady, Unfit::Unschedulable, Unfit::Selector]
+        );
+    }
+
+    #[test]
+    fn host_ports_conflict() {
+        let with_port = |port: i32| -> Pod {
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "image": "i",
+                    "ports": [{"containerPort": 80, "hostPort": port}]}]}
+            }))
+            .unwrap()
+        };
+        let mut n = node("n1", "4", "4Gi", json!({}));
+        n.add_pod(&with_port(8080));
+        assert_eq!(filter(&with_port(8080), &n), vec![Unfit::Ports]);
+        assert_eq!(filter(&with_port(8081), &n), vec![]);
+    }
+
+    #[test]
+    fn replicas_spread_then_least_allocated_wins() {
+        let mut a = node("a", "4", "4Gi", json!({}));
+        let b = node("b", "2", "2Gi", json!({}));
+        let p = owned(pod("100m", "100Mi"), "rs-1");
+        assert_eq!(
+            choose(&p, &[a.clone(), b.clone()]),
+            Ok("a".into()),
+            "more left on a"
+        );
+        a.add_pod(&owned(pod("100m", "100Mi"), "rs-1"));
+        assert_eq!(
+            choose(&p, &[a.clone(), b.clone()]),
+            Ok("b".into()),
+            "spread first"
+        );
+        let other = owned(pod("100m", "100Mi"), "rs-2");
+        assert_eq!(choose(&other, &[a, b]), Ok("a".into()));
+    }
+
+    #[test]
+    fn the_message_counts_reasons_as_kubernetes_does() {
+        let mut p = pod("0", "3Gi");
+        p.spec.node_selector.insert("zone".into(), "a".into());
+        let nodes = [
+            node("n1", "1", "1Gi", json!({"zone": "a"})),
+            node("n2", "1", "1Gi", json!({"zone": "a"})),
+            node("n3", "1", "8Gi", json!({"zone": "b"})),
+        ];
+        assert_eq!(
+            choose(&p, &nodes),
+            Err("0/3 nodes are available: 2 Insufficient memory, 1 node(s) didn't match Pod's node affinity/selector.".into())
+        );
+        assert_eq!(choose(&p, &[]), Err("0/0 nodes are available.".into()));
+    }
+}
