@@ -7,8 +7,8 @@
 //! - Status (addresses, capacity and allocatable cpu, memory and pods,
 //!   nodeInfo, conditions Ready, MemoryPressure and DiskPressure from real
 //!   measurements) is computed every heartbeat interval and written only
-//!   when it differs from what was last written, heartbeat times aside, or
-//!   when [`STATUS_REPORT_INTERVAL`] has passed since the last write.
+//!   when it differs from the stored one, heartbeat times aside, or when
+//!   [`STATUS_REPORT_INTERVAL`] has passed since the last write.
 //! - Liveness: the agent holds a store lease (TTL `--lease-ttl`) that it
 //!   keeps alive every `--heartbeat-interval`, attached to the key
 //!   `/registry/leases/kube-node-lease/<node>` (where Kubernetes keeps node
@@ -50,6 +50,9 @@ pub const MEMORY_PRESSURE_BYTES: u64 = 100 << 20;
 /// Below this share of free disk in the data dir the node reports
 /// DiskPressure (kubelet's `nodefs.available<10%`).
 pub const DISK_PRESSURE_PERCENT: u64 = 10;
+/// Bound on asking the container runtime for its info; past it the node
+/// is not Ready.
+pub const RUNTIME_INFO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where node leases live.
 pub const LEASE_PREFIX: &str = "/registry/leases/kube-node-lease/";
 /// The annotation of the Lease object holding the store lease id.
@@ -278,7 +281,13 @@ pub async fn measure<R: ContainerRuntime>(runtime: &R, config: &NodeConfig) -> F
     Facts {
         memory: host::memory().unwrap_or_default(),
         disk: host::disk(&config.data_dir).unwrap_or_default(),
-        runtime: runtime.info().await.map_err(|e| e.to_string()),
+        runtime: match tokio::time::timeout(RUNTIME_INFO_TIMEOUT, runtime.info()).await {
+            Ok(info) => info.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {}s",
+                RUNTIME_INFO_TIMEOUT.as_secs()
+            )),
+        },
         os_image: host::os_image(),
         kernel_version: host::kernel_version(),
         machine_id: host::machine_id(),
@@ -347,20 +356,27 @@ async fn report(
     registry: &Registry,
     config: &NodeConfig,
     facts: &Facts,
-    last: &NodeStatus,
     due: bool,
 ) -> Result<Option<NodeStatus>, NodeError> {
     let now = Time::now();
-    let next = node_status(config, facts, Some(last), now);
-    if same_status(&next, last) && !due {
-        return Ok(None);
-    }
     let key = node_key(&config.name);
     let mut written = None;
+    // Compared with the stored status, not with what was last written: a
+    // status someone else changed (the node lifecycle controller marking
+    // the node Unknown) is put right at the next heartbeat.
     let result = registry
         .update_with::<NodeError>(&key, |current| {
             let mut node: Node = serde_json::from_value(current.value.clone())?;
             let status = node_status(config, facts, node.status.as_ref(), now);
+            if !due
+                && node
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| same_status(s, &status))
+            {
+                written = None;
+                return Ok(None);
+            }
             node.status = Some(status.clone());
             written = Some(status);
             Ok(Some(serde_json::to_value(&node)?))
@@ -402,16 +418,54 @@ pub async fn run<R: ContainerRuntime>(
     shutdown: CancellationToken,
 ) {
     let registry = Registry::new(client.clone());
+    // Liveness is kept by a task of its own, so that a slow Docker daemon
+    // or store write never delays a keep-alive.
+    let lease = tokio::spawn(keep_lease(client, config.clone(), shutdown.clone()));
     let mut tick = tokio::time::interval(config.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<(NodeStatus, tokio::time::Instant)> = None;
+    // When the status was last written; `None` until the node is
+    // registered.
+    let mut last_write: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let facts = measure(&runtime, &config).await;
+        let result = match last_write {
+            None => register(&registry, &config, &facts).await.map(Some),
+            Some(at) => {
+                let due = at.elapsed() >= STATUS_REPORT_INTERVAL;
+                report(&registry, &config, &facts, due).await
+            }
+        };
+        match result {
+            Ok(Some(_)) => {
+                if last_write.is_none() {
+                    tracing::info!(node = %config.name, "node registered");
+                } else {
+                    tracing::debug!(node = %config.name, "node status written");
+                }
+                last_write = Some(tokio::time::Instant::now());
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(node = %config.name, error = %e, "node status not written"),
+        }
+    }
+    let _ = lease.await;
+}
+
+/// Keeps the node's lease alive every heartbeat interval until
+/// `shutdown`; a lease found expired is replaced.
+async fn keep_lease(client: Client, config: NodeConfig, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lease: Option<i64> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        // Liveness first: it is what the control plane watches.
         lease = match lease {
             None => match acquire_lease(&client, &config).await {
                 Ok(id) => Some(id),
@@ -432,26 +486,6 @@ pub async fn run<R: ContainerRuntime>(
                 }
             },
         };
-        let facts = measure(&runtime, &config).await;
-        let result = match &last {
-            None => register(&registry, &config, &facts).await.map(Some),
-            Some((status, at)) => {
-                let due = at.elapsed() >= STATUS_REPORT_INTERVAL;
-                report(&registry, &config, &facts, status, due).await
-            }
-        };
-        match result {
-            Ok(Some(status)) => {
-                if last.is_none() {
-                    tracing::info!(node = %config.name, "node registered");
-                } else {
-                    tracing::debug!(node = %config.name, "node status written");
-                }
-                last = Some((status, tokio::time::Instant::now()));
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(node = %config.name, error = %e, "node status not written"),
-        }
     }
 }
 

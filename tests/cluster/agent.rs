@@ -110,6 +110,37 @@ async fn agent_registers_its_node_with_capacity_and_a_lease() {
         .await
         .expect("the node lease key exists");
     assert_eq!(lease.value["spec"]["holderIdentity"], agent.node());
+
+    // A status someone else changed (the node lifecycle controller marks
+    // a node whose lease lapsed Unknown) is put right while the agent lives.
+    agent
+        .registry()
+        .update_with::<skiff_runtime::RegistryError>(&key, |current| {
+            let mut v = current.value.clone();
+            for c in v["status"]["conditions"].as_array_mut().unwrap() {
+                if c["type"] == "Ready" {
+                    c["status"] = json!("Unknown");
+                }
+            }
+            Ok(Some(v))
+        })
+        .await
+        .expect("mark the node Unknown");
+    wait_for("the node to be Ready again", POD_TIMEOUT, async || {
+        let node = agent
+            .registry()
+            .get(&key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = node.value["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["status"].clone());
+        (ready == Some(json!("True")))
+            .then_some(())
+            .ok_or(format!("Ready is {ready:?}"))
+    })
+    .await;
 }
 
 /// A pod of two containers sharing localhost and an emptyDir: `web` serves
