@@ -43,6 +43,10 @@ struct Args {
     /// Extra node labels, `k=v,...`.
     #[arg(long, value_delimiter = ',', value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Resources kept for the system, as kubelet's `--system-reserved`:
+    /// `cpu=500m,memory=1Gi`. Allocatable is capacity less these.
+    #[arg(long, value_delimiter = ',', value_parser = parse_reserved)]
+    system_reserved: Vec<(String, skiff_model::Quantity)>,
     /// How often the node lease is kept alive and the status measured.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
@@ -61,6 +65,24 @@ struct Args {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+}
+
+/// One `--system-reserved` entry: `cpu=500m` or `memory=1Gi`.
+fn parse_reserved(s: &str) -> Result<(String, skiff_model::Quantity), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--system-reserved {s:?} is not resource=quantity"))?;
+    if !matches!(k, "cpu" | "memory") {
+        return Err(format!(
+            "--system-reserved: {k:?} is not a resource skiff reserves (cpu, memory)"
+        ));
+    }
+    let q =
+        skiff_model::Quantity::parse(v).map_err(|e| format!("--system-reserved {k}={v:?}: {e}"))?;
+    if q.is_negative() {
+        return Err(format!("--system-reserved {k}={v:?}: must not be negative"));
+    }
+    Ok((k.to_string(), q))
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -132,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
             name: node_name.clone(),
             address: args.address.clone(),
             labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            reserved: args.system_reserved.into_iter().collect::<BTreeMap<_, _>>(),
             heartbeat_interval: args.heartbeat_interval,
             lease_ttl: args.lease_ttl,
             data_dir: args.data_dir.clone(),

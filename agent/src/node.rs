@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub address: String,
     /// `--labels`.
     pub labels: BTreeMap<String, String>,
+    /// `--system-reserved`: what allocatable leaves out of capacity.
+    pub reserved: BTreeMap<String, Quantity>,
     pub heartbeat_interval: Duration,
     pub lease_ttl: Duration,
     pub data_dir: PathBuf,
@@ -125,6 +127,26 @@ fn condition(
         last_heartbeat_time: None,
         last_transition_time: None,
     }
+}
+
+/// Capacity less what is reserved, never below zero.
+pub fn allocatable(
+    capacity: &BTreeMap<String, Quantity>,
+    reserved: &BTreeMap<String, Quantity>,
+) -> BTreeMap<String, Quantity> {
+    capacity
+        .iter()
+        .map(|(k, c)| {
+            let left = match reserved.get(k) {
+                Some(r) => c
+                    .checked_sub(*r)
+                    .filter(|q| !q.is_negative())
+                    .unwrap_or_else(|| Quantity::from_units(0)),
+                None => *c,
+            };
+            (k.clone(), left)
+        })
+        .collect()
 }
 
 /// The node's status from one measurement. Conditions keep their
@@ -210,7 +232,7 @@ pub fn node_status(
                 address: config.name.clone(),
             },
         ],
-        allocatable: capacity.clone(),
+        allocatable: allocatable(&capacity, &config.reserved),
         capacity,
         conditions,
         node_info: Some(NodeSystemInfo {
@@ -493,11 +515,30 @@ async fn keep_lease(client: Client, config: NodeConfig, shutdown: CancellationTo
 mod tests {
     use super::*;
 
+    #[test]
+    fn allocatable_is_capacity_less_the_reserved() {
+        let q = |s: &str| Quantity::parse(s).unwrap();
+        let capacity = BTreeMap::from([
+            ("cpu".to_string(), q("2")),
+            ("memory".to_string(), q("8Gi")),
+            ("pods".to_string(), q("110")),
+        ]);
+        let reserved = BTreeMap::from([
+            ("cpu".to_string(), q("500m")),
+            ("memory".to_string(), q("10Gi")),
+        ]);
+        let a = allocatable(&capacity, &reserved);
+        assert_eq!(a["cpu"].milli_value(), 1500);
+        assert!(a["memory"].is_zero(), "never below zero");
+        assert_eq!(a["pods"], capacity["pods"]);
+    }
+
     fn config() -> NodeConfig {
         NodeConfig {
             name: "n1".into(),
             address: "127.0.0.1".into(),
             labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            reserved: BTreeMap::new(),
             heartbeat_interval: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(10),
             data_dir: "/tmp".into(),

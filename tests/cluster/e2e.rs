@@ -408,3 +408,68 @@ async fn e2e_replication_controller_over_two_agents() {
     .await;
     assert_ne!(pods[0].0, gone);
 }
+
+/// This machine's memory in MiB, as the agents measure it.
+fn machine_memory_mib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal in /proc/meminfo");
+    kib / 1024
+}
+
+/// A pod that asks for more memory than any node has left is told why,
+/// and runs once a node with room joins. The small node keeps three
+/// quarters of the machine's memory for the system (`--system-reserved`);
+/// the pod asks for half of it.
+#[tokio::test]
+async fn e2e_unschedulable_until_a_big_enough_node_joins() {
+    let image = busybox_image().await;
+    let cluster = Cluster::start(1).await;
+    let control = Control::start_leading(&cluster).await;
+    let total = machine_memory_mib();
+    let reserved = format!("memory={}Mi", total * 3 / 4);
+    let small = Agent::start(&cluster, "e2e-small", &["--system-reserved", &reserved]).await;
+    let api = control.api();
+    let node = api
+        .get(&format!("/api/v1/nodes/{}", small.node()))
+        .await
+        .expect(200);
+    let allocatable = node["status"]["allocatable"]["memory"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(
+        allocatable,
+        node["status"]["capacity"]["memory"].as_str().unwrap()
+    );
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "big"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": image,
+            "imagePullPolicy": "Never", "command": ["sleep", "3600"],
+            "resources": {"requests": {"memory": format!("{}Mi", total / 2)}}}]}});
+    api.post(PODS, &pod).await.expect(201);
+    let condition = wait_for("big to be unschedulable", WAIT, async || {
+        let p = api.get(&format!("{PODS}/big")).await.expect(200);
+        let c = p["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled").cloned())?;
+        (c["reason"] == "Unschedulable").then_some(c)
+    })
+    .await;
+    assert_eq!(
+        condition["message"],
+        "0/1 nodes are available: 1 Insufficient memory."
+    );
+
+    let big = Agent::start(&cluster, "e2e-big", &[]).await;
+    let p = wait_for("big to run on the big node", WAIT, async || {
+        let p = api.get(&format!("{PODS}/big")).await.expect(200);
+        (p["status"]["phase"] == "Running").then_some(p)
+    })
+    .await;
+    assert_eq!(p["spec"]["nodeName"], big.node());
+    drop(small);
+}
