@@ -382,6 +382,81 @@ mod tests {
         assert_eq!(choose(&other, &[a, b]), Ok("a".into()));
     }
 
+    /// A cluster of 1,000 nodes of four sizes in two zones, some cordoned,
+    /// some not ready: every choice passes every filter, and the choice is
+    /// the node with the most room among those that pass.
+    #[test]
+    fn many_nodes_every_choice_fits_and_is_the_roomiest() {
+        let mut nodes: Vec<NodeState> = (0..1000)
+            .map(|i| {
+                let memory = ["1Gi", "2Gi", "4Gi", "8Gi"][i % 4];
+                let zone = if i % 2 == 0 { "a" } else { "b" };
+                let mut n = node(&format!("n{i:04}"), "4", memory, json!({"zone": zone}));
+                if i % 7 == 0 {
+                    n.node.spec.unschedulable = true;
+                }
+                if i % 11 == 0 {
+                    n.node.status.as_mut().unwrap().conditions[0].status = "False".into();
+                }
+                n
+            })
+            .collect();
+        for round in 0..300 {
+            let mut p = pod("100m", if round % 3 == 0 { "3Gi" } else { "256Mi" });
+            if round % 5 == 0 {
+                p.spec.node_selector.insert("zone".into(), "b".into());
+            }
+            let chosen = choose(&p, &nodes).expect("some node fits");
+            let i = nodes
+                .iter()
+                .position(|n| n.node.metadata.name == chosen)
+                .unwrap();
+            assert_eq!(
+                filter(&p, &nodes[i]),
+                vec![],
+                "{chosen} passes every filter"
+            );
+            let room = |n: &NodeState| {
+                let a = n.allocatable("memory").unwrap().value();
+                (a - n.requested.memory - pod_requests(&p).memory) * 10_000 / a
+            };
+            let best = nodes
+                .iter()
+                .filter(|n| filter(&p, n).is_empty())
+                .map(room)
+                .max()
+                .unwrap();
+            assert!(
+                room(&nodes[i]) >= best - 10_000 / 40,
+                "{chosen} is among the roomiest"
+            );
+            nodes[i].add_pod(&p);
+        }
+        // Nothing fits a pod bigger than any node.
+        let err = choose(&pod("100m", "16Gi"), &nodes).unwrap_err();
+        assert!(err.starts_with("0/1000 nodes are available: "), "{err}");
+        assert!(err.contains("Insufficient memory"), "{err}");
+    }
+
+    /// 100 replicas of one owner over 10 equal nodes: 10 on each.
+    #[test]
+    fn replicas_spread_evenly_over_many_nodes() {
+        let mut nodes: Vec<NodeState> = (0..10)
+            .map(|i| node(&format!("n{i}"), "64", "64Gi", json!({})))
+            .collect();
+        for _ in 0..100 {
+            let p = owned(pod("100m", "100Mi"), "rs-1");
+            let chosen = choose(&p, &nodes).unwrap();
+            let i = nodes
+                .iter()
+                .position(|n| n.node.metadata.name == chosen)
+                .unwrap();
+            nodes[i].add_pod(&p);
+        }
+        let counts: Vec<usize> = nodes.iter().map(|n| n.owners["rs-1"]).collect();
+        assert_eq!(counts, vec![10; 10]);
+    }
+
     #[test]
     fn the_message_counts_reasons_as_kubernetes_does() {
         let mut p = pod("0", "3Gi");
