@@ -136,6 +136,7 @@ fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToke
         pods.cache(),
         nodes.cache(),
         events,
+        scheduler_queue.clone(),
     ));
     // The scheduler binds one pod at a time, as Kubernetes' does.
     spawn_workers(

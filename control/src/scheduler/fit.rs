@@ -75,6 +75,30 @@ pub fn controller_uid(pod: &Pod) -> Option<&str> {
         .map(|o| o.uid.as_str())
 }
 
+/// What a pod takes on its node, worked out once per version of the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// `spec.nodeName`, when the pod holds resources there.
+    pub node: Option<String>,
+    pub requests: Requests,
+    pub ports: BTreeSet<(String, i32)>,
+    /// The controller's uid.
+    pub owner: Option<String>,
+}
+
+impl Placed {
+    pub fn of(pod: &Pod) -> Placed {
+        Placed {
+            node: holds_resources(pod)
+                .then(|| pod.spec.node_name.clone())
+                .flatten(),
+            requests: pod_requests(pod),
+            ports: host_ports(pod),
+            owner: controller_uid(pod).map(str::to_string),
+        }
+    }
+}
+
 /// A node and what its pods already take.
 #[derive(Debug, Clone)]
 pub struct NodeState {
@@ -99,11 +123,16 @@ impl NodeState {
 
     /// Counts a pod bound to this node.
     pub fn add_pod(&mut self, pod: &Pod) {
-        self.requested += pod_requests(pod);
+        self.add(&Placed::of(pod));
+    }
+
+    /// Counts what a bound pod takes.
+    pub fn add(&mut self, placed: &Placed) {
+        self.requested += placed.requests;
         self.pods += 1;
-        self.ports.extend(host_ports(pod));
-        if let Some(uid) = controller_uid(pod) {
-            *self.owners.entry(uid.to_string()).or_default() += 1;
+        self.ports.extend(placed.ports.iter().cloned());
+        if let Some(uid) = &placed.owner {
+            *self.owners.entry(uid.clone()).or_default() += 1;
         }
     }
 

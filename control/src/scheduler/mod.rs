@@ -12,7 +12,7 @@
 
 pub mod fit;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,11 @@ use skiff_runtime::{
     WorkQueue,
 };
 
-use fit::NodeState;
+use fit::{NodeState, Placed};
+
+/// Bindings written at once: the decisions are made one at a time, and
+/// their writes to the store go on while the next pods are decided.
+pub const MAX_BINDS_IN_FLIGHT: usize = 128;
 
 /// How often a pod that fits nowhere is tried again without a change.
 pub const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(30);
@@ -113,7 +117,43 @@ pub struct Scheduler {
     events: EventRecorder,
     /// Pods bound by this scheduler whose binding the pod copy may not show
     /// yet: key → the pod as bound.
-    assumed: Mutex<HashMap<String, Pod>>,
+    assumed: Arc<Mutex<HashMap<String, Pod>>>,
+    /// Bindings in flight, at most [`MAX_BINDS_IN_FLIGHT`].
+    binds: Arc<tokio::sync::Semaphore>,
+    /// The scheduler's own queue, to try a pod again whose binding failed.
+    queue: Arc<WorkQueue<String>>,
+    /// Nodes and bound pods decoded from the copies, by uid, kept while
+    /// their resourceVersion stays: each version is decoded once, not once
+    /// per decision.
+    decoded: Mutex<Decoded>,
+}
+
+#[derive(Debug, Default)]
+struct Decoded {
+    nodes: HashMap<String, (String, Arc<Node>)>,
+    pods: HashMap<String, (String, Arc<Placed>)>,
+}
+
+/// The decoded form of `v` from `cache` if its resourceVersion is the one
+/// decoded; else decodes it and keeps it. Marks its uid as `seen`.
+fn cached<T, E>(
+    cache: &mut HashMap<String, (String, Arc<T>)>,
+    v: &Value,
+    seen: &mut HashSet<String>,
+    decode: impl FnOnce(&Value) -> Result<T, E>,
+) -> Result<Arc<T>, E> {
+    let uid = v["metadata"]["uid"].as_str().unwrap_or("");
+    let rv = v["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    seen.insert(uid.to_string());
+    if let Some((cached_rv, t)) = cache.get(uid)
+        && cached_rv == rv
+        && !rv.is_empty()
+    {
+        return Ok(t.clone());
+    }
+    let t = Arc::new(decode(v)?);
+    cache.insert(uid.to_string(), (rv.to_string(), t.clone()));
+    Ok(t)
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -125,13 +165,22 @@ impl std::fmt::Debug for Scheduler {
 impl Scheduler {
     /// A scheduler writing through `registry` (fenced by the leader's
     /// election), reading `pods` and `nodes`.
-    pub fn new(registry: Registry, pods: Cache, nodes: Cache, events: EventRecorder) -> Self {
+    pub fn new(
+        registry: Registry,
+        pods: Cache,
+        nodes: Cache,
+        events: EventRecorder,
+        queue: Arc<WorkQueue<String>>,
+    ) -> Self {
         Scheduler {
             registry,
             pods,
             nodes,
             events,
-            assumed: Mutex::default(),
+            assumed: Arc::default(),
+            binds: Arc::new(tokio::sync::Semaphore::new(MAX_BINDS_IN_FLIGHT)),
+            queue,
+            decoded: Mutex::default(),
         }
     }
 
@@ -159,13 +208,20 @@ impl Scheduler {
     }
 
     fn node_states(&self) -> anyhow::Result<Vec<NodeState>> {
+        let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
+        let Decoded { nodes, pods } = &mut *decoded;
         let mut states: Vec<NodeState> = Vec::new();
         let mut index = HashMap::new();
+        let mut seen = HashSet::new();
         for v in self.nodes.list() {
-            let node: Node = serde_json::from_value((*v).clone()).context("a node")?;
+            let node = cached(nodes, &v, &mut seen, |v| {
+                serde_json::from_value::<Node>(v.clone()).context("a node")
+            })?;
             index.insert(node.metadata.name.clone(), states.len());
-            states.push(NodeState::new(node));
+            states.push(NodeState::new((*node).clone()));
         }
+        nodes.retain(|uid, _| seen.contains(uid));
+        seen.clear();
         let mut assumed = self.assumed.lock().unwrap_or_else(|e| e.into_inner());
         // An assumed pod is forgotten once its copy shows the binding, or
         // once it is gone.
@@ -174,11 +230,9 @@ impl Scheduler {
                 .get(key)
                 .is_some_and(|v| v["spec"]["nodeName"].as_str().is_none_or(str::is_empty))
         });
-        let mut count = |pod: &Pod| {
-            if fit::holds_resources(pod)
-                && let Some(&i) = pod.spec.node_name.as_ref().and_then(|n| index.get(n))
-            {
-                states[i].add_pod(pod);
+        let mut count = |placed: &Placed| {
+            if let Some(&i) = placed.node.as_ref().and_then(|n| index.get(n)) {
+                states[i].add(placed);
             }
         };
         for v in self.pods.list() {
@@ -186,37 +240,19 @@ impl Scheduler {
                 .as_str()
                 .is_some_and(|n| !n.is_empty())
             {
-                match serde_json::from_value::<Pod>((*v).clone()) {
-                    Ok(pod) => count(&pod),
+                match cached(pods, &v, &mut seen, |v| {
+                    serde_json::from_value::<Pod>(v.clone()).map(|p| Placed::of(&p))
+                }) {
+                    Ok(placed) => count(&placed),
                     Err(e) => tracing::warn!(error = %e, "a pod that does not decode"),
                 }
             }
         }
+        pods.retain(|uid, _| seen.contains(uid));
         for pod in assumed.values() {
-            count(pod);
+            count(&Placed::of(pod));
         }
         Ok(states)
-    }
-
-    async fn bind(&self, key: &str, node: &str) -> Result<Option<Pod>, RegistryError> {
-        let now = Time::now();
-        let stored = self
-            .registry
-            .update_with::<RegistryError>(key, |current| {
-                if !is_pending(&current.value) {
-                    return Ok(None);
-                }
-                let mut next = current.value.clone();
-                next["spec"]["nodeName"] = node.into();
-                set_condition(&mut next, "PodScheduled", "True", None, None, &now);
-                Ok(Some(next))
-            })
-            .await?;
-        if stored.value["spec"]["nodeName"] != node {
-            // Bound meanwhile by someone else, or deleted: nothing to do.
-            return Ok(None);
-        }
-        Ok(serde_json::from_value(stored.value).ok())
     }
 
     async fn mark_unschedulable(&self, key: &str, message: &str) -> Result<(), RegistryError> {
@@ -239,6 +275,28 @@ impl Scheduler {
             })
             .await?;
         Ok(())
+    }
+}
+
+/// Binds the pod at `key` to `node` with a compare-and-swap: `true` when
+/// this write bound it, `false` when it was bound already or is gone.
+async fn bind(registry: &Registry, key: &str, node: &str) -> Result<bool, RegistryError> {
+    let now = Time::now();
+    let stored = registry
+        .update_with::<RegistryError>(key, |current| {
+            if !is_pending(&current.value) {
+                return Ok(None);
+            }
+            let mut next = current.value.clone();
+            next["spec"]["nodeName"] = node.into();
+            set_condition(&mut next, "PodScheduled", "True", None, None, &now);
+            Ok(Some(next))
+        })
+        .await;
+    match stored {
+        Ok(stored) => Ok(stored.value["spec"]["nodeName"] == node),
+        Err(RegistryError::NotFound) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -277,25 +335,57 @@ impl Reconcile for Scheduler {
         let nodes = self.node_states()?;
         match fit::choose(&pod, &nodes) {
             Ok(node) => {
-                let Some(bound) = self.bind(key, &node).await? else {
-                    return Ok(Action::Done);
-                };
-                tracing::info!(pod = %key, %node, "bound");
+                // Counted on its node at once; the write goes on while the
+                // next pods are decided.
+                let mut as_bound = pod.clone();
+                as_bound.spec.node_name = Some(node.clone());
                 self.assumed
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(key.to_string(), bound);
+                    .insert(key.to_string(), as_bound);
+                let permit = self
+                    .binds
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                let registry = self.registry.clone();
+                let events = self.events.clone();
+                let assumed = self.assumed.clone();
+                let queue = self.queue.clone();
+                let key = key.to_string();
+                let involved = reference(&pod);
                 let message = format!(
                     "Successfully assigned {}/{} to {node}",
                     pod.metadata.namespace, pod.metadata.name
                 );
-                if let Err(e) = self
-                    .events
-                    .record(&reference(&pod), EventType::Normal, "Scheduled", &message)
-                    .await
-                {
-                    tracing::warn!(pod = %key, error = %e, "recording the Scheduled event failed");
-                }
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let forget = || {
+                        assumed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key);
+                    };
+                    match bind(&registry, &key, &node).await {
+                        Ok(true) => {
+                            tracing::info!(pod = %key, %node, "bound");
+                            if let Err(e) = events
+                                .record(&involved, EventType::Normal, "Scheduled", &message)
+                                .await
+                            {
+                                tracing::warn!(pod = %key, error = %e, "recording the Scheduled event failed");
+                            }
+                        }
+                        // Bound by someone else, or gone: nothing to do.
+                        Ok(false) => forget(),
+                        Err(e) => {
+                            tracing::warn!(pod = %key, %node, error = %e, "binding failed; trying again");
+                            forget();
+                            queue.add_failed(key);
+                        }
+                    }
+                });
                 Ok(Action::Done)
             }
             Err(message) => {
