@@ -141,7 +141,9 @@ async fn e2e_rollout_and_node_failure() {
         async move {
             let mut least = usize::MAX;
             let mut samples = 0;
+            let mut pace = skiff_tests::wait::pace(Duration::from_millis(50));
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                pace.tick().await;
                 let list = api
                     .get(&format!("{PODS}?labelSelector=app%3Dweb"))
                     .await
@@ -159,7 +161,6 @@ async fn e2e_rollout_and_node_failure() {
                     .count();
                 least = least.min(ready);
                 samples += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             (least, samples)
         }

@@ -159,16 +159,11 @@ async fn runtime_election_hands_over_and_fences_the_old_leader() {
 
     // The second waits while the first leads, and takes over at once when
     // the first resigns.
-    let waiting = tokio::spawn({
+    let mut waiting = tokio::spawn({
         let cancel = cancel.clone();
         async move { second.campaign(&cancel).await }
     });
-    let still_waiting = tokio::time::timeout(Duration::from_millis(1500), async {
-        while !waiting.is_finished() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let still_waiting = tokio::time::timeout(Duration::from_millis(1500), &mut waiting).await;
     assert!(still_waiting.is_err(), "two leaders at once");
     let resigned_at = Instant::now();
     leading.resign().await;
