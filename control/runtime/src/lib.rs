@@ -14,12 +14,14 @@
 //!   [`queue`] (a de-duplicating, delayed work queue with per-key
 //!   back-off), [`controller`] (bounded workers, never two reconciles of
 //!   one key at once, "requeue after") and [`election`] (a leader lease,
-//!   and a fence on the leader's writes).
+//!   and a fence on the leader's writes);
+//! - [`process`]: logging and the host name, set up alike by every daemon.
 
 pub mod controller;
 pub mod election;
 pub mod events;
 pub mod informer;
+pub mod process;
 pub mod queue;
 pub mod registry;
 pub mod stamp;

@@ -5,7 +5,6 @@
 //! SIGTERM or SIGINT stop it cleanly: the listener closes, open watches end,
 //! requests in flight finish.
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -64,30 +63,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".to_string())
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(&args.log_format);
+    skiff_runtime::process::init_tracing(&args.log_format);
     let client = Client::connect(&args.store, ClientOptions::default())
         .await
         .with_context(|| format!("store endpoints {:?}", args.store))?;
@@ -110,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
             identity: args
                 .identity
                 .clone()
-                .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id())),
+                .unwrap_or_else(|| format!("{}-{}", skiff_runtime::process::host_name(), std::process::id())),
             lease_ttl: args.leader_elect_lease_duration,
             ..manager::Settings::default()
         };

@@ -138,12 +138,6 @@ pub fn agent_args(plan: &[MemberPlan], data_dir: &Path, agent: &AgentPlan) -> Ve
     args
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".to_string())
-}
-
 /// The API server to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlPlan {
@@ -393,7 +387,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if count == 0 {
         agents.push(Err("not started (--no-agent or --agents 0)".to_string()));
     }
-    for agent_plan in AgentPlan::all(count, &host_name(), args.agent_port) {
+    for agent_plan in AgentPlan::all(count, &skiff_runtime::process::host_name(), args.agent_port) {
         let started = tokio::select! {
             r = start_agent(&args, &plan, &agent_plan) => Some(r),
             _ = interrupt.recv() => None,
