@@ -103,6 +103,26 @@ impl Rs {
     }
 }
 
+/// maxSurge and maxUnavailable of a RollingUpdate Deployment as counts
+/// (25% each by default); `None` for Recreate.
+pub fn rolling_limits(d: &Deployment, replicas: i32) -> Option<(i32, i32)> {
+    let strategy = d.spec.strategy.as_ref();
+    if strategy.and_then(|s| s.type_.as_deref()) == Some("Recreate") {
+        return None;
+    }
+    let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
+    let quarter = IntOrString::String("25%".into());
+    Some(surge_and_unavailable(
+        replicas,
+        rolling
+            .and_then(|r| r.max_surge.as_ref())
+            .unwrap_or(&quarter),
+        rolling
+            .and_then(|r| r.max_unavailable.as_ref())
+            .unwrap_or(&quarter),
+    ))
+}
+
 /// maxSurge and maxUnavailable as counts.
 pub fn surge_and_unavailable(
     replicas: i32,
@@ -376,6 +396,7 @@ impl Reconcile for DeploymentController {
         }
         let ns = d.metadata.namespace.clone();
         let replicas = d.spec.replicas.unwrap_or(1);
+        let limits = rolling_limits(&d, replicas);
         let template = value["spec"]["template"].clone();
         let hash = template_hash(&without_hash(&template));
         let owned: Vec<(String, Arc<Value>)> = self
@@ -418,9 +439,7 @@ impl Reconcile for DeploymentController {
                     .iter()
                     .map(|(k, v)| Rs::from_value(k.clone(), v))
                     .collect();
-                let recreate =
-                    d.spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
-                let start = if olds.iter().all(|o| o.replicas == 0) && !recreate {
+                let start = if olds.iter().all(|o| o.replicas == 0) && limits.is_some() {
                     replicas
                 } else {
                     0
@@ -446,10 +465,16 @@ impl Reconcile for DeploymentController {
             }
         };
 
-        let recreate =
-            d.spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
         if !d.spec.paused {
-            if recreate {
+            if let Some((surge, unavailable)) = limits {
+                for (k, n) in rolling_step(replicas, surge, unavailable, &new, &olds) {
+                    let rs = std::iter::once(&new)
+                        .chain(olds.iter())
+                        .find(|r| r.key == k)
+                        .expect("a step is for one of the ReplicaSets");
+                    self.scale(&d, rs, n).await?;
+                }
+            } else {
                 let running_olds: Vec<&Rs> = olds.iter().filter(|o| o.replicas > 0).collect();
                 if !running_olds.is_empty() {
                     for o in running_olds {
@@ -457,29 +482,6 @@ impl Reconcile for DeploymentController {
                     }
                 } else if self.old_pods_active(&ns, &olds) == 0 && new.replicas != replicas {
                     self.scale(&d, &new, replicas).await?;
-                }
-            } else {
-                let rolling = d
-                    .spec
-                    .strategy
-                    .as_ref()
-                    .and_then(|s| s.rolling_update.as_ref());
-                let quarter = IntOrString::String("25%".into());
-                let (surge, unavailable) = surge_and_unavailable(
-                    replicas,
-                    rolling
-                        .and_then(|r| r.max_surge.as_ref())
-                        .unwrap_or(&quarter),
-                    rolling
-                        .and_then(|r| r.max_unavailable.as_ref())
-                        .unwrap_or(&quarter),
-                );
-                for (k, n) in rolling_step(replicas, surge, unavailable, &new, &olds) {
-                    let rs = std::iter::once(&new)
-                        .chain(olds.iter())
-                        .find(|r| r.key == k)
-                        .expect("a step is for one of the ReplicaSets");
-                    self.scale(&d, rs, n).await?;
                 }
             }
         }
@@ -511,28 +513,7 @@ impl Reconcile for DeploymentController {
             && olds
                 .iter()
                 .all(|o| o.status_replicas == 0 && o.replicas == 0);
-        let max_unavailable = {
-            let rolling = d
-                .spec
-                .strategy
-                .as_ref()
-                .and_then(|s| s.rolling_update.as_ref());
-            let quarter = IntOrString::String("25%".into());
-            if recreate {
-                0
-            } else {
-                surge_and_unavailable(
-                    replicas,
-                    rolling
-                        .and_then(|r| r.max_surge.as_ref())
-                        .unwrap_or(&quarter),
-                    rolling
-                        .and_then(|r| r.max_unavailable.as_ref())
-                        .unwrap_or(&quarter),
-                )
-                .1
-            }
-        };
+        let max_unavailable = limits.map_or(0, |(_, unavailable)| unavailable);
         let now = Time::now();
         let deadline = i64::from(d.spec.progress_deadline_seconds.unwrap_or(600));
         let generation = d.metadata.generation.unwrap_or(0);

@@ -36,22 +36,10 @@ pub struct RolloutArgs {
     #[arg(long, default_value_t = 0)]
     pub to_revision: i64,
     /// `status`: how long to wait before giving up (0: no limit).
-    #[arg(long, default_value = "0s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "0s", value_parser = crate::duration::parse)]
     pub timeout: Duration,
     #[command(flatten)]
     pub server: ServerArgs,
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("invalid duration {s:?}: the unit is s or m")),
-    }
 }
 
 /// What `rollout status` says of a Deployment: `Ok(None)` while it goes
