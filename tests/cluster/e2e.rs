@@ -50,11 +50,20 @@ spec:
     )
 }
 
-/// The web pods not being deleted: (name, node, Running and ready).
-async fn web_pods(control: &Control) -> Vec<(String, String, bool)> {
+/// Whether a pod is Running with its Ready condition True.
+fn is_ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running"
+        && p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+/// The pods labelled `app=<app>` not being deleted: (name, node, ready).
+async fn app_pods(control: &Control, app: &str) -> Vec<(String, String, bool)> {
     let list = control
         .api()
-        .get(&format!("{PODS}?labelSelector=app%3Dweb"))
+        .get(&format!("{PODS}?labelSelector=app%3D{app}"))
         .await
         .expect(200);
     let mut pods: Vec<(String, String, bool)> = list["items"]
@@ -63,15 +72,10 @@ async fn web_pods(control: &Control) -> Vec<(String, String, bool)> {
         .iter()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .map(|p| {
-            let ready = p["status"]["phase"] == "Running"
-                && p["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                });
             (
                 p["metadata"]["name"].as_str().unwrap().to_string(),
                 p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
-                ready,
+                is_ready(p),
             )
         })
         .collect();
@@ -121,7 +125,7 @@ async fn e2e_rollout_and_node_failure() {
         Some("deployment \"web\" successfully rolled out"),
         "{out}"
     );
-    let pods = web_pods(&control).await;
+    let pods = app_pods(&control, "web").await;
     assert_eq!(pods.len(), 2, "{pods:?}");
     assert!(pods.iter().all(|p| p.2), "{pods:?}");
     let mut nodes: Vec<&str> = pods.iter().map(|p| p.1.as_str()).collect();
@@ -152,12 +156,7 @@ async fn e2e_rollout_and_node_failure() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .filter(|p| {
-                        p["status"]["conditions"].as_array().is_some_and(|cs| {
-                            cs.iter()
-                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                        })
-                    })
+                    .filter(|p| is_ready(p))
                     .count();
                 least = least.min(ready);
                 samples += 1;
@@ -216,7 +215,7 @@ async fn e2e_rollout_and_node_failure() {
     assert!(text.contains("Scaled down replica set web-"), "{text}");
 
     // Node a's agent dies: its pod comes back on b within 30 s.
-    let on_a: Vec<String> = web_pods(&control)
+    let on_a: Vec<String> = app_pods(&control, "web")
         .await
         .into_iter()
         .filter(|p| p.1 == a.node())
@@ -226,7 +225,7 @@ async fn e2e_rollout_and_node_failure() {
     a.kill().await;
     let died = Instant::now();
     let pods = wait_for("two ready web pods on node b", WAIT, async || {
-        let pods = web_pods(&control).await;
+        let pods = app_pods(&control, "web").await;
         let moved = pods.len() == 2 && pods.iter().all(|p| p.1 == b.node() && p.2);
         if moved {
             Ok(pods)
@@ -300,37 +299,9 @@ spec:
     )
 }
 
-/// The sleeper pods not being deleted: (name, node, Running and ready).
-async fn sleepers(control: &Control) -> Vec<(String, String, bool)> {
-    let list = control
-        .api()
-        .get(&format!("{PODS}?labelSelector=app%3Dsleeper"))
-        .await
-        .expect(200);
-    let mut pods: Vec<(String, String, bool)> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .map(|p| {
-            let ready = p["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            });
-            (
-                p["metadata"]["name"].as_str().unwrap().to_string(),
-                p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
-                ready,
-            )
-        })
-        .collect();
-    pods.sort();
-    pods
-}
-
 async fn wait_sleepers(control: &Control, n: usize) -> Vec<(String, String, bool)> {
     wait_for(format!("{n} ready sleeper pods"), WAIT, async || {
-        let pods = sleepers(control).await;
+        let pods = app_pods(control, "sleeper").await;
         if pods.len() == n && pods.iter().all(|p| p.2) {
             Ok(pods)
         } else {
@@ -399,7 +370,7 @@ async fn e2e_replication_controller_over_two_agents() {
         .await
         .success();
     let pods = wait_for("a replacement", WAIT, async || {
-        let pods = sleepers(&control).await;
+        let pods = app_pods(&control, "sleeper").await;
         if pods.len() == 1 && pods[0].0 != gone && pods[0].2 {
             Ok(pods)
         } else {
