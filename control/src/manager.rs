@@ -129,12 +129,11 @@ fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToke
     let mut deployments = informer("deployments");
 
     let scheduler_queue = queue();
-    Scheduler::wire(&mut pods, &mut nodes, &scheduler_queue);
     let events = EventRecorder::new(registry.clone(), "default-scheduler", &settings.identity);
     let scheduler = Arc::new(Scheduler::new(
         registry.clone(),
-        pods.cache(),
-        nodes.cache(),
+        &mut pods,
+        &mut nodes,
         events,
         scheduler_queue.clone(),
     ));

@@ -12,6 +12,9 @@
 //! cluster-scoped objects (nodes) live in namespace `default`, as in
 //! Kubernetes.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use skiff_model::core::{EventSource, ObjectReference};
@@ -44,13 +47,22 @@ impl EventType {
     }
 }
 
+/// Event keys a recorder remembers having written, so that a repeat goes
+/// straight to counting; past this many the memory starts again.
+const MAX_KNOWN_EVENTS: usize = 4096;
+
 /// Records Events for one component (`source.component`, such as
 /// `skiff-scheduler`) on one host; cheap to clone.
+///
+/// A first occurrence is one write (a create), with no read: the recorder
+/// remembers (up to [`MAX_KNOWN_EVENTS`]) which Events it has written and
+/// reads before counting only those, or one whose create found it there.
 #[derive(Clone, Debug)]
 pub struct EventRecorder {
     registry: Registry,
     component: String,
     host: String,
+    known: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The namespace an object's events live in.
@@ -145,7 +157,20 @@ impl EventRecorder {
             registry,
             component: component.into(),
             host: host.into(),
+            known: Arc::default(),
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, key: &str) {
+        let mut known = self.known();
+        if known.len() >= MAX_KNOWN_EVENTS {
+            known.clear();
+        }
+        known.insert(key.to_string());
     }
 
     /// Records that `reason` happened to `involved`: creates its Event, or
@@ -167,8 +192,14 @@ impl EventRecorder {
             host: self.host.clone(),
         };
         let mut last = RegistryError::Conflict;
+        let mut exists = self.known().contains(&key);
         for _ in 0..MAX_RECORD_ATTEMPTS {
-            match self.registry.get(&key).await {
+            let current = if exists {
+                self.registry.get(&key).await
+            } else {
+                Err(RegistryError::NotFound)
+            };
+            match current {
                 Err(RegistryError::NotFound) => {
                     let ev = new_event(
                         involved,
@@ -181,8 +212,16 @@ impl EventRecorder {
                     let value = serde_json::to_value(&ev)
                         .map_err(|e| RegistryError::Invalid(e.to_string()))?;
                     match self.registry.create(&key, &value).await {
-                        Err(RegistryError::AlreadyExists) => last = RegistryError::AlreadyExists,
-                        other => return other,
+                        Err(RegistryError::AlreadyExists) => {
+                            last = RegistryError::AlreadyExists;
+                            exists = true;
+                        }
+                        other => {
+                            if other.is_ok() {
+                                self.remember(&key);
+                            }
+                            return other;
+                        }
                     }
                 }
                 Err(e) => return Err(e),
@@ -195,8 +234,17 @@ impl EventRecorder {
                         .update(&key, &next, current.mod_revision)
                         .await
                     {
-                        Err(e @ (RegistryError::Conflict | RegistryError::NotFound)) => last = e,
-                        other => return other,
+                        Err(e @ RegistryError::Conflict) => last = e,
+                        Err(e @ RegistryError::NotFound) => {
+                            last = e;
+                            exists = false;
+                        }
+                        other => {
+                            if other.is_ok() {
+                                self.remember(&key);
+                            }
+                            return other;
+                        }
                     }
                 }
             }

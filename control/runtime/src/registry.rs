@@ -383,17 +383,52 @@ impl Registry {
     pub async fn update_with<E: From<RegistryError>>(
         &self,
         key: &str,
+        change: impl FnMut(&Stored) -> Result<Option<Value>, E>,
+    ) -> Result<Stored, E> {
+        let current = self.get(key).await?;
+        self.update_loop(key, current, change).await
+    }
+
+    /// As [`Registry::update_with`], but starting from `copy`, a copy of the
+    /// object the caller holds (an informer's, with its resourceVersion):
+    /// when the copy is current the update is one write and no read; the
+    /// object is read only after a lost race.
+    pub async fn update_from<E: From<RegistryError>>(
+        &self,
+        key: &str,
+        copy: &Value,
+        change: impl FnMut(&Stored) -> Result<Option<Value>, E>,
+    ) -> Result<Stored, E> {
+        let revision = copy["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|rv| rv.parse::<i64>().ok());
+        let current = match revision {
+            Some(mod_revision) => Stored {
+                key: key.to_string(),
+                value: copy.clone(),
+                mod_revision,
+            },
+            None => self.get(key).await?,
+        };
+        self.update_loop(key, current, change).await
+    }
+
+    async fn update_loop<E: From<RegistryError>>(
+        &self,
+        key: &str,
+        mut current: Stored,
         mut change: impl FnMut(&Stored) -> Result<Option<Value>, E>,
     ) -> Result<Stored, E> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let current = self.get(key).await?;
             let Some(next) = change(&current)? else {
                 return Ok(current);
             };
             match self.update(key, &next, current.mod_revision).await {
-                Err(RegistryError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => continue,
+                Err(RegistryError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => {
+                    current = self.get(key).await?;
+                }
                 other => return Ok(other?),
             }
         }

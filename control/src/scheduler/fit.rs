@@ -8,7 +8,7 @@
 //! (the most cpu and memory left after placing the pod), then the node's
 //! name, so that the choice is deterministic.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use skiff_model::{Node, Pod, Quantity};
 
@@ -99,41 +99,77 @@ impl Placed {
     }
 }
 
+/// What the pods bound to one node take, kept as pods come and go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub requested: Requests,
+    pub pods: usize,
+    /// Host ports in use, with the number of pods using each.
+    pub ports: BTreeMap<(String, i32), usize>,
+    /// Pods per controller uid.
+    pub owners: BTreeMap<String, usize>,
+}
+
+impl Usage {
+    /// Counts what a bound pod takes.
+    pub fn add(&mut self, placed: &Placed) {
+        self.requested += placed.requests;
+        self.pods += 1;
+        for port in &placed.ports {
+            *self.ports.entry(port.clone()).or_default() += 1;
+        }
+        if let Some(uid) = &placed.owner {
+            *self.owners.entry(uid.clone()).or_default() += 1;
+        }
+    }
+
+    /// Stops counting what [`Usage::add`] counted for a pod.
+    pub fn remove(&mut self, placed: &Placed) {
+        self.requested.cpu_milli -= placed.requests.cpu_milli;
+        self.requested.memory -= placed.requests.memory;
+        self.pods = self.pods.saturating_sub(1);
+        for port in &placed.ports {
+            decrement(&mut self.ports, port);
+        }
+        if let Some(uid) = &placed.owner {
+            decrement(&mut self.owners, uid);
+        }
+    }
+
+    /// Whether no pod is counted.
+    pub fn is_empty(&self) -> bool {
+        self.pods == 0
+    }
+}
+
+/// Takes one off `key`'s count, dropping the key at zero.
+fn decrement<K: Ord>(map: &mut BTreeMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
 /// A node and what its pods already take.
 #[derive(Debug, Clone)]
 pub struct NodeState {
     pub node: Node,
-    pub requested: Requests,
-    pub pods: usize,
-    pub ports: BTreeSet<(String, i32)>,
-    /// Pods per controller uid.
-    pub owners: HashMap<String, usize>,
+    pub usage: Usage,
 }
 
 impl NodeState {
     pub fn new(node: Node) -> Self {
         NodeState {
             node,
-            requested: Requests::default(),
-            pods: 0,
-            ports: BTreeSet::new(),
-            owners: HashMap::new(),
+            usage: Usage::default(),
         }
     }
 
     /// Counts a pod bound to this node.
     pub fn add_pod(&mut self, pod: &Pod) {
-        self.add(&Placed::of(pod));
-    }
-
-    /// Counts what a bound pod takes.
-    pub fn add(&mut self, placed: &Placed) {
-        self.requested += placed.requests;
-        self.pods += 1;
-        self.ports.extend(placed.ports.iter().cloned());
-        if let Some(uid) = &placed.owner {
-            *self.owners.entry(uid.clone()).or_default() += 1;
-        }
+        self.usage.add(&Placed::of(pod));
     }
 
     fn allocatable(&self, resource: &str) -> Option<Quantity> {
@@ -181,8 +217,34 @@ impl std::fmt::Display for Unfit {
     }
 }
 
+/// What a pod asks of a node, worked out once per decision.
+#[derive(Debug, Clone)]
+pub struct Ask<'a> {
+    pod: &'a Pod,
+    requests: Requests,
+    ports: BTreeSet<(String, i32)>,
+    owner: Option<&'a str>,
+}
+
+impl<'a> Ask<'a> {
+    pub fn of(pod: &'a Pod) -> Self {
+        Ask {
+            pod,
+            requests: pod_requests(pod),
+            ports: host_ports(pod),
+            owner: controller_uid(pod),
+        }
+    }
+}
+
 /// Every reason `state`'s node cannot take `pod` (empty when it can).
 pub fn filter(pod: &Pod, state: &NodeState) -> Vec<Unfit> {
+    filter_ask(&Ask::of(pod), state)
+}
+
+fn filter_ask(ask: &Ask<'_>, state: &NodeState) -> Vec<Unfit> {
+    let pod = ask.pod;
+    let usage = &state.usage;
     let mut why = Vec::new();
     if !state.ready() {
         why.push(Unfit::NotReady);
@@ -199,7 +261,7 @@ pub fn filter(pod: &Pod, state: &NodeState) -> Vec<Unfit> {
     {
         why.push(Unfit::Selector);
     }
-    let want = pod_requests(pod);
+    let want = ask.requests;
     let fits = |resource: &str, used: i128, asked: i128, unit: fn(&Quantity) -> i128| {
         asked == 0
             || state
@@ -208,7 +270,7 @@ pub fn filter(pod: &Pod, state: &NodeState) -> Vec<Unfit> {
     };
     if !fits(
         "cpu",
-        state.requested.cpu_milli,
+        usage.requested.cpu_milli,
         want.cpu_milli,
         Quantity::milli_value,
     ) {
@@ -216,18 +278,18 @@ pub fn filter(pod: &Pod, state: &NodeState) -> Vec<Unfit> {
     }
     if !fits(
         "memory",
-        state.requested.memory,
+        usage.requested.memory,
         want.memory,
         Quantity::value,
     ) {
         why.push(Unfit::Insufficient("memory"));
     }
     if let Some(max) = state.allocatable("pods")
-        && state.pods as i128 + 1 > max.value()
+        && usage.pods as i128 + 1 > max.value()
     {
         why.push(Unfit::TooManyPods);
     }
-    if !host_ports(pod).is_disjoint(&state.ports) {
+    if ask.ports.iter().any(|p| usage.ports.contains_key(p)) {
         why.push(Unfit::Ports);
     }
     why
@@ -246,27 +308,34 @@ fn left_share(allocatable: Option<i128>, used: i128) -> i128 {
 /// Picks the node for `pod`: `Ok(name)`, or `Err` with Kubernetes'
 /// message ("0/3 nodes are available: 2 Insufficient memory, 1 node(s)
 /// didn't match Pod's node affinity/selector.").
-pub fn choose(pod: &Pod, nodes: &[NodeState]) -> Result<String, String> {
+pub fn choose<'a>(
+    pod: &Pod,
+    nodes: impl IntoIterator<Item = &'a NodeState>,
+) -> Result<String, String> {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<((usize, i128, &str), &str)> = None;
-    let want = pod_requests(pod);
-    let owner = controller_uid(pod);
+    let ask = Ask::of(pod);
+    let want = ask.requests;
+    let owner = ask.owner;
+    let mut count = 0;
     for state in nodes {
-        let why = filter(pod, state);
+        count += 1;
+        let why = filter_ask(&ask, state);
         if !why.is_empty() {
             for w in why {
                 *reasons.entry(w.to_string()).or_default() += 1;
             }
             continue;
         }
-        let same_owner = owner.map_or(0, |uid| state.owners.get(uid).copied().unwrap_or(0));
+        let usage = &state.usage;
+        let same_owner = owner.map_or(0, |uid| usage.owners.get(uid).copied().unwrap_or(0));
         let cpu = left_share(
             state.allocatable("cpu").map(|q| q.milli_value()),
-            state.requested.cpu_milli + want.cpu_milli,
+            usage.requested.cpu_milli + want.cpu_milli,
         );
         let memory = left_share(
             state.allocatable("memory").map(|q| q.value()),
-            state.requested.memory + want.memory,
+            usage.requested.memory + want.memory,
         );
         let name = state.node.metadata.name.as_str();
         // Smaller is better: fewer of the owner's pods, more left, name.
@@ -282,13 +351,9 @@ pub fn choose(pod: &Pod, nodes: &[NodeState]) -> Result<String, String> {
     counted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let listed: Vec<String> = counted.iter().map(|(n, r)| format!("{n} {r}")).collect();
     Err(if listed.is_empty() {
-        format!("0/{} nodes are available.", nodes.len())
+        format!("0/{count} nodes are available.")
     } else {
-        format!(
-            "0/{} nodes are available: {}.",
-            nodes.len(),
-            listed.join(", ")
-        )
+        format!("0/{count} nodes are available: {}.", listed.join(", "))
     })
 }
 
@@ -447,7 +512,7 @@ mod tests {
             );
             let room = |n: &NodeState| {
                 let a = n.allocatable("memory").unwrap().value();
-                (a - n.requested.memory - pod_requests(&p).memory) * 10_000 / a
+                (a - n.usage.requested.memory - pod_requests(&p).memory) * 10_000 / a
             };
             let best = nodes
                 .iter()
@@ -482,7 +547,7 @@ mod tests {
                 .unwrap();
             nodes[i].add_pod(&p);
         }
-        let counts: Vec<usize> = nodes.iter().map(|n| n.owners["rs-1"]).collect();
+        let counts: Vec<usize> = nodes.iter().map(|n| n.usage.owners["rs-1"]).collect();
         assert_eq!(counts, vec![10; 10]);
     }
 

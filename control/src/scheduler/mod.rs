@@ -12,11 +12,12 @@
 
 pub mod fit;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use skiff_model::core::ObjectReference;
 use skiff_model::{Node, Pod, Time};
@@ -25,7 +26,7 @@ use skiff_runtime::{
     WorkQueue,
 };
 
-use fit::{NodeState, Placed};
+use fit::{NodeState, Placed, Usage};
 
 /// Bindings written at once: the decisions are made one at a time, and
 /// their writes to the store go on while the next pods are decided.
@@ -113,47 +114,130 @@ fn reference(pod: &Pod) -> ObjectReference {
 pub struct Scheduler {
     registry: Registry,
     pods: Cache,
-    nodes: Cache,
     events: EventRecorder,
-    /// Pods bound by this scheduler whose binding the pod copy may not show
-    /// yet: key → the pod as bound.
-    assumed: Arc<Mutex<HashMap<String, Pod>>>,
+    /// The nodes and what their pods take, kept by the informers' handlers.
+    placement: Arc<Mutex<Placement>>,
     /// Bindings in flight, at most [`MAX_BINDS_IN_FLIGHT`].
     binds: Arc<tokio::sync::Semaphore>,
     /// The scheduler's own queue, to try a pod again whose binding failed.
     queue: Arc<WorkQueue<String>>,
-    /// Nodes and bound pods decoded from the copies, by uid, kept while
-    /// their resourceVersion stays: each version is decoded once, not once
-    /// per decision.
-    decoded: Mutex<Decoded>,
 }
 
+/// The nodes, and what the pods bound to each take, kept as pods and nodes
+/// change, so that a decision reads totals instead of adding up every pod.
+///
+/// A pod is counted at most once, under its key: from its copy once the
+/// copy shows it bound, or "assumed" from the moment this scheduler
+/// decides until then, so that two pods scheduled back to back do not both
+/// take the last of a node's memory.
 #[derive(Debug, Default)]
-struct Decoded {
-    nodes: HashMap<String, (String, Arc<Node>)>,
-    pods: HashMap<String, (String, Arc<Placed>)>,
+pub struct Placement {
+    nodes: BTreeMap<String, NodeState>,
+    /// What pods bound to nodes not (or no longer) known take, by node
+    /// name; a node that appears takes its share.
+    stray: HashMap<String, Usage>,
+    counted: HashMap<String, Counted>,
 }
 
-/// The decoded form of `v` from `cache` if its resourceVersion is the one
-/// decoded; else decodes it and keeps it. Marks its uid as `seen`.
-fn cached<T, E>(
-    cache: &mut HashMap<String, (String, Arc<T>)>,
-    v: &Value,
-    seen: &mut HashSet<String>,
-    decode: impl FnOnce(&Value) -> Result<T, E>,
-) -> Result<Arc<T>, E> {
-    let uid = v["metadata"]["uid"].as_str().unwrap_or("");
-    let rv = v["metadata"]["resourceVersion"].as_str().unwrap_or("");
-    seen.insert(uid.to_string());
-    if let Some((cached_rv, t)) = cache.get(uid)
-        && cached_rv == rv
-        && !rv.is_empty()
-    {
-        return Ok(t.clone());
+#[derive(Debug)]
+struct Counted {
+    placed: Placed,
+    assumed: bool,
+}
+
+impl Placement {
+    fn usage(&mut self, node: &str) -> &mut Usage {
+        match self.nodes.get_mut(node) {
+            Some(state) => &mut state.usage,
+            None => self.stray.entry(node.to_string()).or_default(),
+        }
     }
-    let t = Arc::new(decode(v)?);
-    cache.insert(uid.to_string(), (rv.to_string(), t.clone()));
-    Ok(t)
+
+    /// Counts `placed` for the pod at `key`, instead of what was counted.
+    fn count(&mut self, key: &str, placed: Placed, assumed: bool) {
+        self.uncount(key);
+        if let Some(node) = &placed.node {
+            self.usage(node).add(&placed);
+            self.counted
+                .insert(key.to_string(), Counted { placed, assumed });
+        }
+    }
+
+    /// Stops counting the pod at `key`.
+    fn uncount(&mut self, key: &str) {
+        let Some(Counted { placed, .. }) = self.counted.remove(key) else {
+            return;
+        };
+        let Some(node) = &placed.node else { return };
+        let usage = self.usage(node);
+        usage.remove(&placed);
+        if usage.is_empty() {
+            self.stray.remove(node);
+        }
+    }
+
+    fn is_assumed(&self, key: &str) -> bool {
+        self.counted.get(key).is_some_and(|c| c.assumed)
+    }
+
+    /// A pod's copy appeared or changed; returns whether a pod counted on
+    /// a node stopped taking its share (it finished).
+    fn pod_changed(&mut self, key: &str, value: &Value) -> bool {
+        let was_counted = self.counted.contains_key(key);
+        match Pod::deserialize(value) {
+            Ok(pod) => {
+                let placed = Placed::of(&pod);
+                // A copy that does not show the binding yet leaves the
+                // assumption in place.
+                if placed.node.is_none() && is_pending(value) && self.is_assumed(key) {
+                    return false;
+                }
+                self.count(key, placed, false);
+            }
+            Err(e) => {
+                tracing::warn!(pod = %key, error = %e, "a pod that does not decode");
+                self.uncount(key);
+            }
+        }
+        was_counted && !self.counted.contains_key(key)
+    }
+
+    /// A node's copy appeared or changed.
+    fn node_changed(&mut self, value: &Value) {
+        match Node::deserialize(value) {
+            Ok(node) => {
+                let name = node.metadata.name.clone();
+                match self.nodes.get_mut(&name) {
+                    Some(state) => state.node = node,
+                    None => {
+                        let mut state = NodeState::new(node);
+                        state.usage = self.stray.remove(&name).unwrap_or_default();
+                        self.nodes.insert(name, state);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "a node that does not decode"),
+        }
+    }
+
+    /// A node went away; what its pods take stays counted under its name.
+    fn node_deleted(&mut self, value: &Value) {
+        let name = value["metadata"]["name"].as_str().unwrap_or("");
+        if let Some(state) = self.nodes.remove(name)
+            && !state.usage.is_empty()
+        {
+            self.stray.insert(name.to_string(), state.usage);
+        }
+    }
+
+    /// Picks the node for `pod`; see [`fit::choose`].
+    fn choose(&self, pod: &Pod) -> Result<String, String> {
+        fit::choose(pod, self.nodes.values())
+    }
+}
+
+fn lock(placement: &Mutex<Placement>) -> std::sync::MutexGuard<'_, Placement> {
+    placement.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -164,95 +248,58 @@ impl std::fmt::Debug for Scheduler {
 
 impl Scheduler {
     /// A scheduler writing through `registry` (fenced by the leader's
-    /// election), reading `pods` and `nodes`.
+    /// election), reading `pods` and `nodes`, whose handlers it connects to
+    /// its placement and to `queue`: a pending pod is queued when it
+    /// appears or changes; every pending pod is queued again when a node
+    /// changes or a bound pod goes or stops (room may have been made).
     pub fn new(
         registry: Registry,
-        pods: Cache,
-        nodes: Cache,
+        pods: &mut Informer,
+        nodes: &mut Informer,
         events: EventRecorder,
         queue: Arc<WorkQueue<String>>,
     ) -> Self {
-        Scheduler {
-            registry,
-            pods,
-            nodes,
-            events,
-            assumed: Arc::default(),
-            binds: Arc::new(tokio::sync::Semaphore::new(MAX_BINDS_IN_FLIGHT)),
-            queue,
-            decoded: Mutex::default(),
-        }
-    }
-
-    /// Connects the informers to the queue: a pending pod is queued when it
-    /// appears or changes; every pending pod is queued again when a node
-    /// changes or a bound pod goes (room may have been made).
-    pub fn wire(pods: &mut Informer, nodes: &mut Informer, queue: &Arc<WorkQueue<String>>) {
+        let placement = Arc::new(Mutex::new(Placement::default()));
         let pods_cache = pods.cache();
-        let q = queue.clone();
-        let cache = pods_cache.clone();
+        let (q, cache, p) = (queue.clone(), pods_cache.clone(), placement.clone());
         pods.on_change(move |notice| match notice {
             Notice::Upsert { key, new, .. } | Notice::Resync { key, object: new } => {
+                let freed = lock(&p).pod_changed(key, new);
                 if is_pending(new) {
                     q.add(key.to_string());
                 }
+                if freed {
+                    requeue_pending(&cache, &q);
+                }
             }
-            Notice::Delete { old, .. } => {
+            Notice::Delete { key, old } => {
+                lock(&p).uncount(key);
                 if !is_pending(old) {
                     requeue_pending(&cache, &q);
                 }
             }
         });
-        let q = queue.clone();
-        nodes.on_change(move |_| requeue_pending(&pods_cache, &q));
-    }
-
-    fn node_states(&self) -> anyhow::Result<Vec<NodeState>> {
-        let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
-        let Decoded { nodes, pods } = &mut *decoded;
-        let mut states: Vec<NodeState> = Vec::new();
-        let mut index = HashMap::new();
-        let mut seen = HashSet::new();
-        for v in self.nodes.list() {
-            let node = cached(nodes, &v, &mut seen, |v| {
-                serde_json::from_value::<Node>(v.clone()).context("a node")
-            })?;
-            index.insert(node.metadata.name.clone(), states.len());
-            states.push(NodeState::new((*node).clone()));
-        }
-        nodes.retain(|uid, _| seen.contains(uid));
-        seen.clear();
-        let mut assumed = self.assumed.lock().unwrap_or_else(|e| e.into_inner());
-        // An assumed pod is forgotten once its copy shows the binding, or
-        // once it is gone.
-        assumed.retain(|key, _| {
-            self.pods
-                .get(key)
-                .is_some_and(|v| v["spec"]["nodeName"].as_str().is_none_or(str::is_empty))
+        let (q, p) = (queue.clone(), placement.clone());
+        nodes.on_change(move |notice| match notice {
+            Notice::Upsert { new, .. } => {
+                lock(&p).node_changed(new);
+                requeue_pending(&pods_cache, &q);
+            }
+            // The pods' own resync queues the pending ones.
+            Notice::Resync { object, .. } => lock(&p).node_changed(object),
+            Notice::Delete { old, .. } => {
+                lock(&p).node_deleted(old);
+                requeue_pending(&pods_cache, &q);
+            }
         });
-        let mut count = |placed: &Placed| {
-            if let Some(&i) = placed.node.as_ref().and_then(|n| index.get(n)) {
-                states[i].add(placed);
-            }
-        };
-        for v in self.pods.list() {
-            if v["spec"]["nodeName"]
-                .as_str()
-                .is_some_and(|n| !n.is_empty())
-            {
-                match cached(pods, &v, &mut seen, |v| {
-                    serde_json::from_value::<Pod>(v.clone()).map(|p| Placed::of(&p))
-                }) {
-                    Ok(placed) => count(&placed),
-                    Err(e) => tracing::warn!(error = %e, "a pod that does not decode"),
-                }
-            }
+        Scheduler {
+            registry,
+            pods: pods.cache(),
+            events,
+            placement,
+            binds: Arc::new(tokio::sync::Semaphore::new(MAX_BINDS_IN_FLIGHT)),
+            queue,
         }
-        pods.retain(|uid, _| seen.contains(uid));
-        for pod in assumed.values() {
-            count(&Placed::of(pod));
-        }
-        Ok(states)
     }
 
     async fn mark_unschedulable(&self, key: &str, message: &str) -> Result<(), RegistryError> {
@@ -278,12 +325,18 @@ impl Scheduler {
     }
 }
 
-/// Binds the pod at `key` to `node` with a compare-and-swap: `true` when
-/// this write bound it, `false` when it was bound already or is gone.
-async fn bind(registry: &Registry, key: &str, node: &str) -> Result<bool, RegistryError> {
+/// Binds the pod at `key` to `node` with a compare-and-swap, starting from
+/// `copy`, the informer's: `true` when this write bound it, `false` when it
+/// was bound already or is gone.
+async fn bind(
+    registry: &Registry,
+    key: &str,
+    copy: &Value,
+    node: &str,
+) -> Result<bool, RegistryError> {
     let now = Time::now();
     let stored = registry
-        .update_with::<RegistryError>(key, |current| {
+        .update_from::<RegistryError>(key, copy, |current| {
             if !is_pending(&current.value) {
                 return Ok(None);
             }
@@ -322,27 +375,24 @@ impl Reconcile for Scheduler {
         let Some(value) = self.pods.get(key) else {
             return Ok(Action::Done);
         };
-        if !is_pending(&value)
-            || self
-                .assumed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(key)
-        {
+        if !is_pending(&value) || lock(&self.placement).is_assumed(key) {
             return Ok(Action::Done);
         }
-        let pod: Pod = serde_json::from_value((*value).clone()).context("decoding the pod")?;
-        let nodes = self.node_states()?;
-        match fit::choose(&pod, &nodes) {
-            Ok(node) => {
+        let pod = Pod::deserialize(&*value).context("decoding the pod")?;
+        let chosen = {
+            let mut placement = lock(&self.placement);
+            let chosen = placement.choose(&pod);
+            if let Ok(node) = &chosen {
                 // Counted on its node at once; the write goes on while the
                 // next pods are decided.
-                let mut as_bound = pod.clone();
-                as_bound.spec.node_name = Some(node.clone());
-                self.assumed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key.to_string(), as_bound);
+                let mut placed = Placed::of(&pod);
+                placed.node = Some(node.clone());
+                placement.count(key, placed, true);
+            }
+            chosen
+        };
+        match chosen {
+            Ok(node) => {
                 let permit = self
                     .binds
                     .clone()
@@ -351,7 +401,7 @@ impl Reconcile for Scheduler {
                     .expect("the semaphore is never closed");
                 let registry = self.registry.clone();
                 let events = self.events.clone();
-                let assumed = self.assumed.clone();
+                let placement = self.placement.clone();
                 let queue = self.queue.clone();
                 let key = key.to_string();
                 let involved = reference(&pod);
@@ -362,12 +412,12 @@ impl Reconcile for Scheduler {
                 tokio::spawn(async move {
                     let _permit = permit;
                     let forget = || {
-                        assumed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&key);
+                        let mut placement = lock(&placement);
+                        if placement.is_assumed(&key) {
+                            placement.uncount(&key);
+                        }
                     };
-                    match bind(&registry, &key, &node).await {
+                    match bind(&registry, &key, &value, &node).await {
                         Ok(true) => {
                             tracing::info!(pod = %key, %node, "bound");
                             if let Err(e) = events
@@ -491,6 +541,79 @@ mod tests {
             node["status"]["conditions"][0]["lastHeartbeatTime"],
             "2026-12-01T09:00:00Z"
         );
+    }
+
+    fn node_json(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"},
+                "conditions": [{"type": "Ready", "status": "True"}]}})
+    }
+
+    fn pod_json(name: &str, node: Option<&str>, memory: &str) -> Value {
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": "7"},
+            "spec": {"containers": [{"name": "c", "image": "i",
+                "resources": {"requests": {"memory": memory}}}]}});
+        if let Some(node) = node {
+            pod["spec"]["nodeName"] = node.into();
+        }
+        pod
+    }
+
+    fn memory_on(placement: &Placement, node: &str) -> Option<i128> {
+        placement
+            .nodes
+            .get(node)
+            .map(|n| n.usage.requested.memory)
+            .or_else(|| placement.stray.get(node).map(|u| u.requested.memory))
+    }
+
+    const MI: i128 = 1024 * 1024;
+
+    /// Totals follow pods as they are bound, assumed, moved, finished and
+    /// deleted, and nodes as they come and go: each pod counted once.
+    #[test]
+    fn placement_counts_each_pod_once() {
+        let mut p = Placement::default();
+        p.node_changed(&node_json("a"));
+        assert!(!p.pod_changed("pods/x", &pod_json("x", Some("a"), "100Mi")));
+        assert!(!p.pod_changed("pods/x", &pod_json("x", Some("a"), "100Mi")));
+        assert_eq!(memory_on(&p, "a"), Some(100 * MI));
+
+        // Assumed: counted at once; a copy still pending keeps it; the
+        // copy showing the binding replaces it.
+        let y = Pod::deserialize(&pod_json("y", None, "200Mi")).unwrap();
+        let mut placed = Placed::of(&y);
+        placed.node = Some("a".into());
+        p.count("pods/y", placed, true);
+        assert_eq!(memory_on(&p, "a"), Some(300 * MI));
+        p.pod_changed("pods/y", &pod_json("y", None, "200Mi"));
+        assert!(p.is_assumed("pods/y"));
+        assert_eq!(memory_on(&p, "a"), Some(300 * MI));
+        p.pod_changed("pods/y", &pod_json("y", Some("a"), "200Mi"));
+        assert!(!p.is_assumed("pods/y"));
+        assert_eq!(memory_on(&p, "a"), Some(300 * MI));
+
+        // A pod that finishes frees its share and says so.
+        let mut done = pod_json("x", Some("a"), "100Mi");
+        done["status"] = json!({"phase": "Succeeded"});
+        assert!(p.pod_changed("pods/x", &done));
+        assert_eq!(memory_on(&p, "a"), Some(200 * MI));
+
+        // A pod bound to a node not known yet is kept for it.
+        p.pod_changed("pods/z", &pod_json("z", Some("b"), "50Mi"));
+        assert_eq!(memory_on(&p, "b"), Some(50 * MI));
+        p.node_changed(&node_json("b"));
+        assert_eq!(p.nodes["b"].usage.requested.memory, 50 * MI);
+        p.node_deleted(&node_json("b"));
+        assert_eq!(memory_on(&p, "b"), Some(50 * MI));
+        p.uncount("pods/z");
+        assert_eq!(memory_on(&p, "b"), None);
+
+        p.uncount("pods/y");
+        assert_eq!(memory_on(&p, "a"), Some(0));
+        assert_eq!(p.nodes["a"].usage, Usage::default());
+        assert!(p.counted.is_empty());
     }
 
     #[test]
