@@ -251,6 +251,10 @@ async fn e2e_rollout_and_node_failure() {
         .clone();
     assert_eq!(ready["status"], "Unknown", "{ready}");
     assert_eq!(ready["reason"], "NodeStatusUnknown");
+    wait_for("the NodeNotReady event of node a", WAIT, async || {
+        has_event(&control, a.node(), "NodeNotReady").await
+    })
+    .await;
     let api = control.api();
     api.get(&format!("{PODS}/{}", on_a[0])).await.expect(404);
 
@@ -271,6 +275,15 @@ async fn e2e_rollout_and_node_failure() {
         })
     })
     .await;
+}
+
+/// Whether an Event with `reason` was recorded about the object `name`.
+async fn has_event(control: &Control, name: &str, reason: &str) -> bool {
+    control
+        .events_for(name)
+        .await
+        .iter()
+        .any(|e| e["reason"] == reason)
 }
 
 fn rc(image: &str) -> String {
@@ -349,7 +362,19 @@ async fn e2e_replication_controller_over_two_agents() {
         .skiff(&["scale", "rc", "sleeper", "--replicas", "1"], None)
         .await
         .success();
+    let five = pods;
     let pods = wait_sleepers(&control, 1).await;
+    // Each pod scaled away was deleted by the controller and its
+    // containers stopped by its agent.
+    for (name, ..) in five.iter().filter(|p| p.0 != pods[0].0) {
+        wait_for(
+            format!("the events of {name}'s deletion"),
+            WAIT,
+            async || has_event(&control, name, "Killing").await,
+        )
+        .await;
+    }
+    assert!(has_event(&control, "sleeper", "SuccessfulDelete").await);
     // The containers of the pods scaled away are gone from Docker.
     wait_for("4 pods' containers to be removed", WAIT, async || {
         let mut left = a.containers("skiff.pod.name").await;

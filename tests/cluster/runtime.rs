@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use skiff_client::{Client, ClientOptions};
-use skiff_runtime::{Election, Informer, Notice, Registry, RegistryError};
+use skiff_runtime::{Election, Expect, Informer, Notice, Registry, RegistryError, Write};
 use skiff_tests::Cluster;
 use skiff_tests::wait::wait_for;
 use tokio::time::Instant;
@@ -138,6 +138,68 @@ async fn runtime_informer_follows_the_store() {
     task.await.unwrap();
 }
 
+/// `write_all` writes every object or none: one stale expectation and
+/// nothing of the transaction is stored.
+#[tokio::test]
+async fn runtime_write_all_is_all_or_nothing() {
+    let cluster = Cluster::start(1).await;
+    let registry = Registry::new(client(&cluster).await);
+    let a = registry
+        .create("/registry/t/a", &object("a", 1))
+        .await
+        .unwrap();
+    let write = |name: &str, n: i64, expect: Expect| Write {
+        key: format!("/registry/t/{name}"),
+        value: object(name, n),
+        expect,
+    };
+    // b is absent as expected, but a has moved on from revision a - 1.
+    let stale = [
+        write("a", 2, Expect::Revision(a.mod_revision - 1)),
+        write("b", 1, Expect::Absent),
+    ];
+    assert_eq!(registry.write_all(&stale).await, Ok(None));
+    assert_eq!(registry.get("/registry/t/a").await.unwrap().value["n"], 1);
+    assert_eq!(
+        registry.get("/registry/t/b").await,
+        Err(RegistryError::NotFound)
+    );
+    // a is present where absence is expected.
+    let present = [write("a", 2, Expect::Absent), write("b", 1, Expect::Absent)];
+    assert_eq!(registry.write_all(&present).await, Ok(None));
+    assert_eq!(
+        registry.get("/registry/t/b").await,
+        Err(RegistryError::NotFound)
+    );
+    // Both expectations hold: both are written at one revision.
+    let current = [
+        write("a", 2, Expect::Revision(a.mod_revision)),
+        write("b", 1, Expect::Absent),
+    ];
+    let revision = registry
+        .write_all(&current)
+        .await
+        .unwrap()
+        .expect("written");
+    for (name, n) in [("a", 2), ("b", 1)] {
+        let stored = registry.get(&format!("/registry/t/{name}")).await.unwrap();
+        assert_eq!(stored.value["n"], n);
+        assert_eq!(stored.mod_revision, revision);
+    }
+    // More than a transaction holds is refused before it is sent.
+    let many: Vec<Write> = (0..=skiff_runtime::registry::MAX_WRITES_AT_ONCE)
+        .map(|i| write(&format!("m{i}"), 1, Expect::Absent))
+        .collect();
+    assert!(matches!(
+        registry.write_all(&many).await,
+        Err(RegistryError::Invalid(_))
+    ));
+    assert_eq!(
+        registry.get("/registry/t/m0").await,
+        Err(RegistryError::NotFound)
+    );
+}
+
 #[tokio::test]
 async fn runtime_election_hands_over_and_fences_the_old_leader() {
     let cluster = Cluster::start(3).await;
@@ -191,6 +253,16 @@ async fn runtime_election_hands_over_and_fences_the_old_leader() {
     );
     assert!(matches!(
         fenced.create("/registry/t/two", &object("two", 1)).await,
+        Err(RegistryError::Fenced { .. })
+    ));
+    assert!(matches!(
+        fenced
+            .write_all(&[Write {
+                key: "/registry/t/two".into(),
+                value: object("two", 1),
+                expect: Expect::Absent,
+            }])
+            .await,
         Err(RegistryError::Fenced { .. })
     ));
     assert_eq!(registry.get("/registry/t/one").await.unwrap().value["n"], 1);

@@ -40,17 +40,6 @@ async fn node_of(control: &Control, name: &str) -> String {
     .await
 }
 
-async fn events_for(control: &Control, pod: &str) -> Vec<Value> {
-    let list = control
-        .api()
-        .get(&format!(
-            "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{pod}"
-        ))
-        .await
-        .expect(200);
-    list["items"].as_array().unwrap().clone()
-}
-
 #[tokio::test]
 async fn scheduler_binds_spreads_and_explains() {
     let cluster = Cluster::start(1).await;
@@ -94,7 +83,7 @@ async fn scheduler_binds_spreads_and_explains() {
         (Some("PodScheduled"), Some("True"))
     );
     let events = wait_for("the Scheduled event", WAIT, async || {
-        let events = events_for(&control, name).await;
+        let events = control.events_for(name).await;
         (!events.is_empty()).then_some(events)
     })
     .await;
@@ -124,7 +113,7 @@ async fn scheduler_binds_spreads_and_explains() {
     assert_eq!(condition["message"], expected);
     // The event is recorded after the condition is written.
     let events = wait_for("the FailedScheduling event", WAIT, async || {
-        let events = events_for(&control, "big").await;
+        let events = control.events_for("big").await;
         (!events.is_empty()).then_some(events)
     })
     .await;
@@ -149,7 +138,7 @@ async fn scheduler_binds_spreads_and_explains() {
         added.elapsed()
     );
     wait_for("the Scheduled event of big", WAIT, async || {
-        let events = events_for(&control, "big").await;
+        let events = control.events_for("big").await;
         events.iter().any(|e| e["reason"] == "Scheduled")
     })
     .await;
@@ -180,12 +169,13 @@ async fn scheduler_fails_over_to_another_instance() {
         assert_eq!(node_of(&second, &format!("p{i}")).await, "n1");
     }
     let took = killed.elapsed();
+    eprintln!("the new leader had bound 5 new pods {took:?} after the old one was killed");
     // The lease TTL is 2 s; the new leader lists, then binds.
     assert!(took < Duration::from_secs(10), "hand-over took {took:?}");
     for i in 1..=6 {
         let name = format!("p{i}");
         let events = wait_for(format!("the Scheduled event of {name}"), WAIT, async || {
-            let events = events_for(&second, &name).await;
+            let events = second.events_for(&name).await;
             events
                 .iter()
                 .any(|e| e["reason"] == "Scheduled")
@@ -243,7 +233,7 @@ async fn scheduler_fails_over_to_another_instance() {
     for p in &pods {
         let name = p["metadata"]["name"].as_str().unwrap();
         let events = wait_for(format!("the Scheduled event of {name}"), WAIT, async || {
-            let events = events_for(&third, name).await;
+            let events = third.events_for(name).await;
             events
                 .iter()
                 .any(|e| e["reason"] == "Scheduled")

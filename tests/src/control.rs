@@ -114,6 +114,19 @@ impl Control {
         Api::new(&self.url())
     }
 
+    /// The Events in namespace `default` about the object named `name`
+    /// (a node's events live there too).
+    pub async fn events_for(&self, name: &str) -> Vec<Value> {
+        let list = self
+            .api()
+            .get(&format!(
+                "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{name}"
+            ))
+            .await
+            .expect(200);
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
     /// The last `lines` lines of the server's log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();

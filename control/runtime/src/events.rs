@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use skiff_model::core::{EventSource, ObjectReference};
 use skiff_model::{Event, Time, resources};
 
-use crate::registry::{Registry, RegistryError, Stored};
+use crate::registry::{Expect, Registry, RegistryError, Stored, Write};
 use crate::stamp::Stamp;
 
 /// Attempts to create-or-count an event before giving up: a create lost to
@@ -173,6 +173,34 @@ impl EventRecorder {
         known.insert(key.to_string());
     }
 
+    /// The write that records a first occurrence of `reason` for
+    /// `involved` (its Event with count 1, expected absent), for a caller
+    /// to commit in one transaction with other writes; should the Event be
+    /// there already, [`EventRecorder::record`] counts it instead.
+    pub fn first_occurrence(
+        &self,
+        involved: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<Write, RegistryError> {
+        let key = resources::lookup("events")
+            .expect("events are a resource")
+            .key(event_namespace(involved), &event_name(involved, reason))
+            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let source = EventSource {
+            component: self.component.clone(),
+            host: self.host.clone(),
+        };
+        let ev = new_event(involved, type_, reason, message, source, &Stamp::now());
+        let value = serde_json::to_value(&ev).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        Ok(Write {
+            key,
+            value,
+            expect: Expect::Absent,
+        })
+    }
+
     /// Records that `reason` happened to `involved`: creates its Event, or
     /// counts it once more. Returns the Event as stored.
     pub async fn record(
@@ -182,43 +210,26 @@ impl EventRecorder {
         reason: &str,
         message: &str,
     ) -> Result<Stored, RegistryError> {
-        let events = resources::lookup("events").expect("events are a resource");
-        let name = event_name(involved, reason);
-        let key = events
-            .key(event_namespace(involved), &name)
-            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
-        let source = EventSource {
-            component: self.component.clone(),
-            host: self.host.clone(),
-        };
+        let first = self.first_occurrence(involved, type_, reason, message)?;
+        let key = first.key.as_str();
         let mut last = RegistryError::Conflict;
-        let mut exists = self.known().contains(&key);
+        let mut exists = self.known().contains(key);
         for _ in 0..MAX_RECORD_ATTEMPTS {
             let current = if exists {
-                self.registry.get(&key).await
+                self.registry.get(key).await
             } else {
                 Err(RegistryError::NotFound)
             };
             match current {
                 Err(RegistryError::NotFound) => {
-                    let ev = new_event(
-                        involved,
-                        type_,
-                        reason,
-                        message,
-                        source.clone(),
-                        &Stamp::now(),
-                    );
-                    let value = serde_json::to_value(&ev)
-                        .map_err(|e| RegistryError::Invalid(e.to_string()))?;
-                    match self.registry.create(&key, &value).await {
+                    match self.registry.create(key, &first.value).await {
                         Err(RegistryError::AlreadyExists) => {
                             last = RegistryError::AlreadyExists;
                             exists = true;
                         }
                         other => {
                             if other.is_ok() {
-                                self.remember(&key);
+                                self.remember(key);
                             }
                             return other;
                         }
@@ -229,11 +240,7 @@ impl EventRecorder {
                     let Some(next) = counted(&current.value, type_, message, &Time::now()) else {
                         return Err(RegistryError::Corrupt(format!("{key} is not an event")));
                     };
-                    match self
-                        .registry
-                        .update(&key, &next, current.mod_revision)
-                        .await
-                    {
+                    match self.registry.update(key, &next, current.mod_revision).await {
                         Err(e @ RegistryError::Conflict) => last = e,
                         Err(e @ RegistryError::NotFound) => {
                             last = e;
@@ -241,7 +248,7 @@ impl EventRecorder {
                         }
                         other => {
                             if other.is_ok() {
-                                self.remember(&key);
+                                self.remember(key);
                             }
                             return other;
                         }

@@ -31,5 +31,5 @@ pub use election::{Election, Leadership};
 pub use events::{EventRecorder, EventType};
 pub use informer::{Cache, Informer, Notice};
 pub use queue::{Backoff, WorkQueue};
-pub use registry::{Fence, Registry, RegistryError, Stored};
+pub use registry::{Expect, Fence, Registry, RegistryError, Stored, Write};
 pub use stamp::Stamp;

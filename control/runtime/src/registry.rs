@@ -157,6 +157,28 @@ pub struct Fence {
     pub create_revision: i64,
 }
 
+/// Writes [`Registry::write_all`] takes at once: the store's limit of
+/// operations per transaction (etcd's `--max-txn-ops`, 128) less one
+/// compare for the fence.
+pub const MAX_WRITES_AT_ONCE: usize = 127;
+
+/// What a write of [`Registry::write_all`] expects to find at its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// No object.
+    Absent,
+    /// The object at this mod revision (its resourceVersion).
+    Revision(i64),
+}
+
+/// One write of [`Registry::write_all`].
+#[derive(Clone, Debug)]
+pub struct Write {
+    pub key: String,
+    pub value: Value,
+    pub expect: Expect,
+}
+
 /// Sets `metadata.resourceVersion`.
 pub fn set_resource_version(value: &mut Value, revision: i64) {
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -260,8 +282,19 @@ impl Registry {
         compare: Compare,
         success: RequestOp,
     ) -> Result<skiff_proto::etcdserverpb::TxnResponse, RegistryError> {
-        let mut compares = vec![compare];
-        let mut failure = vec![range_op(key)];
+        self.fenced_txn(vec![compare], vec![success], vec![range_op(key)])
+            .await
+    }
+
+    /// Runs a transaction, with the fence (if any) as one more compare
+    /// and one more read on failure, after the caller's.
+    async fn fenced_txn(
+        &self,
+        mut compares: Vec<Compare>,
+        success: Vec<RequestOp>,
+        mut failure: Vec<RequestOp>,
+    ) -> Result<skiff_proto::etcdserverpb::TxnResponse, RegistryError> {
+        let fence_response = failure.len();
         if let Some(fence) = &self.fence {
             compares.push(cmp(
                 &fence.key,
@@ -274,14 +307,18 @@ impl Registry {
             .client
             .txn(TxnRequest {
                 compare: compares,
-                success: vec![success],
+                success,
                 failure,
             })
             .await?;
         if !resp.succeeded
             && let Some(fence) = &self.fence
         {
-            let holder = match resp.responses.get(1).and_then(|r| r.response.as_ref()) {
+            let holder = match resp
+                .responses
+                .get(fence_response)
+                .and_then(|r| r.response.as_ref())
+            {
                 Some(response_op::Response::ResponseRange(range)) => range.kvs.first(),
                 _ => None,
             };
@@ -292,6 +329,39 @@ impl Registry {
             }
         }
         Ok(resp)
+    }
+
+    /// Writes every object of `writes` or none, in one transaction whose
+    /// compares are the writes' expectations: `Ok(Some(revision))` when all
+    /// were written, `Ok(None)` when any expectation failed (nothing was
+    /// written). At most [`MAX_WRITES_AT_ONCE`] writes.
+    pub async fn write_all(&self, writes: &[Write]) -> Result<Option<i64>, RegistryError> {
+        if writes.len() > MAX_WRITES_AT_ONCE {
+            return Err(RegistryError::Invalid(format!(
+                "{} writes in one transaction; at most {MAX_WRITES_AT_ONCE}",
+                writes.len()
+            )));
+        }
+        let compares = writes
+            .iter()
+            .map(|w| match w.expect {
+                Expect::Absent => cmp(
+                    &w.key,
+                    compare::CompareTarget::Create,
+                    compare::TargetUnion::CreateRevision(0),
+                ),
+                Expect::Revision(revision) => cmp(
+                    &w.key,
+                    compare::CompareTarget::Mod,
+                    compare::TargetUnion::ModRevision(revision),
+                ),
+            })
+            .collect();
+        let puts = writes.iter().map(|w| put_op(&w.key, &w.value)).collect();
+        let resp = self.fenced_txn(compares, puts, Vec::new()).await?;
+        Ok(resp
+            .succeeded
+            .then(|| resp.header.map_or(0, |h| h.revision)))
     }
 
     /// The current store revision (a linearizable read).

@@ -2,14 +2,19 @@
 //! it best ([`fit`]), with a compare-and-swap on the pod.
 //!
 //! It reconciles pod keys one at a time (as Kubernetes' scheduling cycle is
-//! serial), from informer copies of the pods and the nodes. A pod it has
-//! just bound counts on its node at once ("assumed"), before the pod's own
-//! watch event arrives, so that two pods scheduled back to back do not both
-//! take the last of a node's memory. A pod that fits nowhere gets the
+//! serial), from informer copies of the pods and the nodes. What each
+//! node's pods take is kept in a [`Placement`] that the informers' handlers
+//! update as pods and nodes change, so a decision reads per-node totals
+//! instead of adding up every pod. A pod it has just decided counts on its
+//! node at once ("assumed"), before the pod's own watch event arrives, so
+//! that two pods scheduled back to back do not both take the last of a
+//! node's memory; the [`bind::Binder`] writes the decisions in batches
+//! while the next pods are decided. A pod that fits nowhere gets the
 //! condition PodScheduled=False (reason Unschedulable, with the message of
 //! [`fit::choose`]) and a FailedScheduling event, and is tried again when a
 //! node or a pod changes, and at least every [`UNSCHEDULABLE_RETRY`].
 
+pub mod bind;
 pub mod fit;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,11 +31,9 @@ use skiff_runtime::{
     WorkQueue,
 };
 
+use bind::{Binder, Binding};
 use fit::{NodeState, Placed, Usage};
-
-/// Bindings written at once: the decisions are made one at a time, and
-/// their writes to the store go on while the next pods are decided.
-pub const MAX_BINDS_IN_FLIGHT: usize = 128;
+use tokio::sync::mpsc;
 
 /// How often a pod that fits nowhere is tried again without a change.
 pub const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(30);
@@ -117,10 +120,8 @@ pub struct Scheduler {
     events: EventRecorder,
     /// The nodes and what their pods take, kept by the informers' handlers.
     placement: Arc<Mutex<Placement>>,
-    /// Bindings in flight, at most [`MAX_BINDS_IN_FLIGHT`].
-    binds: Arc<tokio::sync::Semaphore>,
-    /// The scheduler's own queue, to try a pod again whose binding failed.
-    queue: Arc<WorkQueue<String>>,
+    /// Decisions, to the [`Binder`] that writes them.
+    bindings: mpsc::Sender<Binding>,
 }
 
 /// The nodes, and what the pods bound to each take, kept as pods and nodes
@@ -292,13 +293,19 @@ impl Scheduler {
                 requeue_pending(&pods_cache, &q);
             }
         });
+        let bindings = Binder {
+            registry: registry.clone(),
+            events: events.clone(),
+            placement: placement.clone(),
+            queue,
+        }
+        .start();
         Scheduler {
             registry,
             pods: pods.cache(),
             events,
             placement,
-            binds: Arc::new(tokio::sync::Semaphore::new(MAX_BINDS_IN_FLIGHT)),
-            queue,
+            bindings,
         }
     }
 
@@ -325,32 +332,16 @@ impl Scheduler {
     }
 }
 
-/// Binds the pod at `key` to `node` with a compare-and-swap, starting from
-/// `copy`, the informer's: `true` when this write bound it, `false` when it
-/// was bound already or is gone.
-async fn bind(
-    registry: &Registry,
-    key: &str,
-    copy: &Value,
-    node: &str,
-) -> Result<bool, RegistryError> {
-    let now = Time::now();
-    let stored = registry
-        .update_from::<RegistryError>(key, copy, |current| {
-            if !is_pending(&current.value) {
-                return Ok(None);
-            }
-            let mut next = current.value.clone();
-            next["spec"]["nodeName"] = node.into();
-            set_condition(&mut next, "PodScheduled", "True", None, None, &now);
-            Ok(Some(next))
-        })
-        .await;
-    match stored {
-        Ok(stored) => Ok(stored.value["spec"]["nodeName"] == node),
-        Err(RegistryError::NotFound) => Ok(false),
-        Err(e) => Err(e),
+/// `current` bound to `node` (`spec.nodeName`, `PodScheduled=True`), or
+/// `None` when it no longer waits for a node.
+fn bound_value(current: &Value, node: &str, now: &Time) -> Option<Value> {
+    if !is_pending(current) {
+        return None;
     }
+    let mut next = current.clone();
+    next["spec"]["nodeName"] = node.into();
+    set_condition(&mut next, "PodScheduled", "True", None, None, now);
+    Some(next)
 }
 
 fn requeue_pending(pods: &Cache, queue: &WorkQueue<String>) {
@@ -393,49 +384,15 @@ impl Reconcile for Scheduler {
         };
         match chosen {
             Ok(node) => {
-                let permit = self
-                    .binds
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                let registry = self.registry.clone();
-                let events = self.events.clone();
-                let placement = self.placement.clone();
-                let queue = self.queue.clone();
-                let key = key.to_string();
-                let involved = reference(&pod);
-                let message = format!(
-                    "Successfully assigned {}/{} to {node}",
-                    pod.metadata.namespace, pod.metadata.name
-                );
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let forget = || {
-                        let mut placement = lock(&placement);
-                        if placement.is_assumed(&key) {
-                            placement.uncount(&key);
-                        }
-                    };
-                    match bind(&registry, &key, &value, &node).await {
-                        Ok(true) => {
-                            tracing::info!(pod = %key, %node, "bound");
-                            if let Err(e) = events
-                                .record(&involved, EventType::Normal, "Scheduled", &message)
-                                .await
-                            {
-                                tracing::warn!(pod = %key, error = %e, "recording the Scheduled event failed");
-                            }
-                        }
-                        // Bound by someone else, or gone: nothing to do.
-                        Ok(false) => forget(),
-                        Err(e) => {
-                            tracing::warn!(pod = %key, %node, error = %e, "binding failed; trying again");
-                            forget();
-                            queue.add_failed(key);
-                        }
-                    }
-                });
+                let binding = Binding {
+                    key: key.to_string(),
+                    copy: value,
+                    node,
+                    pod: reference(&pod),
+                };
+                if self.bindings.send(binding).await.is_err() {
+                    anyhow::bail!("the binder has stopped");
+                }
                 Ok(Action::Done)
             }
             Err(message) => {
