@@ -402,7 +402,7 @@ fn cause_fields(status: &Value) -> Vec<&str> {
 }
 
 #[tokio::test]
-async fn services_node_ports_and_no_endpoints() {
+async fn services_node_ports_and_proxy() {
     let cluster = Cluster::start(1).await;
     let control = Control::start_leading(&cluster).await;
     let agent = Agent::start(&cluster, "svc-bad", &["--proxy-address", "127.0.0.4"]).await;
@@ -571,6 +571,87 @@ async fn services_node_ports_and_no_endpoints() {
         assert!(started.elapsed() < Duration::from_secs(1));
     }
     assert!(http_get(addr).await.is_err());
+
+    // A Service without a selector, with Endpoints written here: one
+    // address refuses, one echoes (a listener of this test). Every
+    // connection lands on the echo, the refusing one tried first or not.
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let echoing = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = echo.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let body = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "manual"},
+                      "spec": {"ports": [{"port": 7, "nodePort": 30557}]}});
+    api.post(SERVICES, &body).await.expect(201);
+    let subsets = |addrs: &[SocketAddr]| {
+        json!(
+            addrs
+                .iter()
+                .map(|a| json!({"addresses": [{"ip": a.ip().to_string()}],
+                                          "ports": [{"port": a.port()}]}))
+                .collect::<Vec<_>>()
+        )
+    };
+    let manual = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "manual"},
+                        "subsets": subsets(&[dead_addr, echo_addr])});
+    api.post(ENDPOINTS, &manual).await.expect(201);
+    let proxied: SocketAddr = "127.0.0.4:30557".parse().unwrap();
+    let echo_once = async |stream: &mut TcpStream, text: &[u8]| -> Result<(), String> {
+        stream.write_all(text).await.map_err(|e| e.to_string())?;
+        let mut back = vec![0; text.len()];
+        tokio::time::timeout(REQUEST_TIMEOUT, stream.read_exact(&mut back))
+            .await
+            .map_err(|_| "no echo".to_string())?
+            .map_err(|e| e.to_string())?;
+        (back == text).then_some(()).ok_or("wrong echo".to_string())
+    };
+    let mut held = wait_for("the proxy to forward manual", CONVERGE, async || {
+        let mut s = TcpStream::connect(proxied)
+            .await
+            .map_err(|e| e.to_string())?;
+        echo_once(&mut s, b"hello").await.map(|_| s)
+    })
+    .await;
+    for i in 0..10 {
+        let mut s = TcpStream::connect(proxied).await.expect("connect");
+        echo_once(&mut s, format!("ping {i}").as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+    }
+    // The endpoints go: new connections are refused within a second, and
+    // the connection in flight goes on.
+    let current = api.get(&format!("{ENDPOINTS}/manual")).await.expect(200);
+    let mut emptied = current.clone();
+    emptied.as_object_mut().unwrap().remove("subsets");
+    api.put(&format!("{ENDPOINTS}/manual"), &emptied)
+        .await
+        .expect(200);
+    let updated = Instant::now();
+    wait_for("the proxy to refuse manual", CONVERGE, async || {
+        TcpStream::connect(proxied).await.is_err()
+    })
+    .await;
+    assert!(
+        updated.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        updated.elapsed()
+    );
+    echo_once(&mut held, b"still there")
+        .await
+        .expect("an established connection outlives its endpoint's removal");
+    drop(held);
+    echoing.abort();
 
     // The Service goes: so do its Endpoints.
     api.delete(&format!("{SERVICES}/first")).await.expect(200);
