@@ -45,7 +45,7 @@ pub const SERVICES_PREFIX: &str = "/registry/services/specs/";
 /// Where Endpoints objects live in the store.
 pub const ENDPOINTS_PREFIX: &str = "/registry/services/endpoints/";
 /// Buffer of each direction of a proxied connection.
-const COPY_BUFFER_BYTES: usize = 64 * 1024;
+const COPY_BUFFER_BYTES: usize = 256 * 1024;
 /// Connections waiting to be accepted, per listener.
 const LISTEN_BACKLOG: u32 = 1024;
 /// Pause before opening again a listener that could not be opened, and
