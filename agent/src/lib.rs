@@ -16,6 +16,9 @@
 //!   worker per pod making Docker match the pod and writing the pod's
 //!   status when it changes.
 //!
+//! - [`proxy`]: the node proxy: every Service's node ports, forwarded to
+//!   its ready endpoints, round robin; and the service variables of new
+//!   containers.
 //! - [`server`]: the agent's HTTP endpoint (container logs).
 //!
 //! [`run`] starts the loops and the endpoint and returns when the shutdown
@@ -30,17 +33,20 @@ pub mod host;
 pub mod node;
 pub mod pause;
 pub mod pods;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
 
 pub use node::NodeConfig;
 pub use pods::PodConfig;
+pub use proxy::ProxyConfig;
 
 /// Everything the agent is told at start.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node: NodeConfig,
     pub pods: PodConfig,
+    pub proxy: ProxyConfig,
 }
 
 /// Runs the agent until `shutdown` fires.
@@ -63,9 +69,20 @@ pub async fn run<R: ContainerRuntimeClone>(
         config.node.clone(),
         shutdown.clone(),
     ));
-    let pods = tokio::spawn(pods::run(client, runtime, config.pods, shutdown.clone()));
-    let (node, pods, server) = tokio::join!(node, pods, server);
+    let watches = proxy::Watches::new(
+        skiff_runtime::Registry::new(client.clone()),
+        config.proxy.resync,
+    );
+    let mut pod_config = config.pods;
+    pod_config.services = Some(proxy::ServiceCaches {
+        services: watches.services(),
+        host: config.proxy.container_address().to_string(),
+    });
+    let proxy = tokio::spawn(proxy::run(watches, config.proxy, shutdown.clone()));
+    let pods = tokio::spawn(pods::run(client, runtime, pod_config, shutdown.clone()));
+    let (node, pods, server, proxy) = tokio::join!(node, pods, server, proxy);
     node?;
+    proxy?;
     pods??;
     server??;
     Ok(())

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use skiff_agent::runtime::docker::Docker;
-use skiff_agent::{Config, NodeConfig, PodConfig};
+use skiff_agent::{Config, NodeConfig, PodConfig, ProxyConfig};
 use skiff_client::{Client, ClientOptions};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,15 @@ struct Args {
     /// How often every pod is checked against Docker without any event.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     resync_interval: Duration,
+    /// Where the proxy listens on Services' node ports (default: --address).
+    #[arg(long)]
+    proxy_address: Option<std::net::IpAddr>,
+    /// The most connections in flight per node port listener.
+    #[arg(long, default_value_t = 4096)]
+    proxy_max_connections: usize,
+    /// Bound on the proxy's connect to one endpoint.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    proxy_connect_timeout: Duration,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -134,6 +143,24 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {}:{}", args.address, args.port))?;
     let port = listener.local_addr()?.port();
+    let proxy_address = match args.proxy_address {
+        Some(a) => a,
+        None => args.address.parse().with_context(|| {
+            format!(
+                "--address {:?} is not an IP address: pass --proxy-address",
+                args.address
+            )
+        })?,
+    };
+    // Containers on Docker's bridge reach the node at the bridge's gateway:
+    // the proxy listens there too, for the service variables.
+    let shared_address = match docker.bridge_gateway().await {
+        Ok(gateway) => gateway,
+        Err(e) => {
+            tracing::warn!(error = %e, "no Docker bridge gateway: containers get the proxy address");
+            None
+        }
+    };
     let config = Config {
         node: NodeConfig {
             name: node_name.clone(),
@@ -152,6 +179,14 @@ async fn main() -> anyhow::Result<()> {
             restart_backoff: args.restart_backoff,
             max_restart_backoff: args.max_restart_backoff,
             resync_interval: args.resync_interval,
+            services: None,
+        },
+        proxy: ProxyConfig {
+            address: proxy_address,
+            shared_address,
+            max_connections: args.proxy_max_connections,
+            connect_timeout: args.proxy_connect_timeout,
+            resync: Duration::from_secs(300),
         },
     };
     let shutdown = CancellationToken::new();

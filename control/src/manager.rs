@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::controllers::deployment::DeploymentController;
+use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::gc::GarbageCollector;
 use crate::controllers::nodes::{self, LEASE_PREFIX, NodeLifecycle};
 use crate::controllers::replicas::{OwnerKind, ReplicaController};
@@ -127,6 +128,8 @@ fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToke
     let mut replicasets = informer("replicasets");
     let mut rcs = informer("replicationcontrollers");
     let mut deployments = informer("deployments");
+    let mut services = informer("services");
+    let mut endpoints = informer("endpoints");
 
     let scheduler_queue = queue();
     let events = EventRecorder::new(registry.clone(), "default-scheduler", &settings.identity);
@@ -199,6 +202,23 @@ fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToke
         cancel.clone(),
     );
 
+    let endpoints_queue = queue();
+    EndpointsController::wire(&mut services, &mut endpoints, &mut pods, &endpoints_queue);
+    let endpoints_controller = Arc::new(EndpointsController::new(
+        registry.clone(),
+        services.cache(),
+        endpoints.cache(),
+        pods.cache(),
+    ));
+    spawn_workers(
+        &mut tasks,
+        endpoints_controller,
+        endpoints_queue,
+        CONTROLLER_WORKERS,
+        vec![services.cache(), endpoints.cache(), pods.cache()],
+        cancel.clone(),
+    );
+
     let mut leases = Informer::new(registry.clone(), LEASE_PREFIX, settings.resync);
     let nodes_queue = queue();
     NodeLifecycle::wire(&mut nodes, &mut leases, &nodes_queue);
@@ -247,7 +267,15 @@ fn start_loops(registry: Registry, settings: &Settings, cancel: CancellationToke
         cancel.clone(),
     );
 
-    for i in [pods, nodes, replicasets, rcs, deployments] {
+    for i in [
+        pods,
+        nodes,
+        replicasets,
+        rcs,
+        deployments,
+        services,
+        endpoints,
+    ] {
         tasks.spawn(i.run(cancel.clone()));
     }
     tasks

@@ -266,10 +266,19 @@ async fn cli_resources_get_tables_names_json_selectors_and_namespaces() {
         "NAME   READY   UP-TO-DATE   AVAILABLE\n\
          web    0/2     0            0\n"
     );
+    // A ClusterIP Service gets a node port too (skiff proxies it there).
+    let node_port = api
+        .get("/api/v1/namespaces/default/services/web")
+        .await
+        .expect(200)["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("an allocated node port");
     assert_eq!(
         table(&["get", "svc"]).await,
-        "NAME   TYPE        CLUSTER-IP   EXTERNAL-IP   PORT(S)\n\
-         web    ClusterIP   <none>       <none>        80/TCP\n"
+        format!(
+            "NAME   TYPE        CLUSTER-IP   EXTERNAL-IP   PORT(S)\n\
+             web    ClusterIP   <none>       <none>        80:{node_port}/TCP\n"
+        )
     );
     assert_eq!(
         table(&["get", "no"]).await,

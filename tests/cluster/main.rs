@@ -37,6 +37,7 @@ mod membership;
 mod mvcc;
 mod runtime;
 mod scheduler;
+mod services;
 mod snapshot;
 mod watch;
 mod watch_faults;

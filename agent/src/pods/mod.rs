@@ -61,6 +61,9 @@ pub struct PodConfig {
     pub restart_backoff: Duration,
     pub max_restart_backoff: Duration,
     pub resync_interval: Duration,
+    /// The Services the proxy sees, for the service variables of new
+    /// containers (none: no variables).
+    pub services: Option<crate::proxy::ServiceCaches>,
 }
 
 /// What a worker is told.

@@ -114,7 +114,8 @@ pub fn pause_spec(node: &str, address: &str, pod: &Pod, image: &str) -> Containe
 #[error("{0}")]
 pub struct SpecError(pub String);
 
-/// An app container joining the pause container `pause_id`.
+/// An app container joining the pause container `pause_id`, with the
+/// service variables `service_env` before its own (which win).
 pub fn app_spec(
     node: &str,
     pod: &Pod,
@@ -122,6 +123,7 @@ pub fn app_spec(
     attempt: i32,
     pause_id: &str,
     data_dir: &Path,
+    service_env: &[(String, String)],
 ) -> Result<ContainerSpec, SpecError> {
     let mut binds = Vec::new();
     for m in &c.volume_mounts {
@@ -158,10 +160,15 @@ pub fn app_spec(
         image: c.image.clone().unwrap_or_default(),
         entrypoint: (!c.command.is_empty()).then(|| c.command.clone()),
         cmd: (!c.args.is_empty()).then(|| c.args.clone()),
-        env: c
-            .env
+        env: service_env
             .iter()
-            .map(|e| format!("{}={}", e.name, e.value.as_deref().unwrap_or("")))
+            .filter(|(name, _)| !c.env.iter().any(|e| e.name == *name))
+            .map(|(name, value)| format!("{name}={value}"))
+            .chain(
+                c.env
+                    .iter()
+                    .map(|e| format!("{}={}", e.name, e.value.as_deref().unwrap_or(""))),
+            )
             .collect(),
         working_dir: c.working_dir.clone(),
         labels: labels(node, pod, &c.name, "app", attempt),
@@ -253,7 +260,16 @@ mod tests {
     #[test]
     fn app_container_joins_the_pause_one() {
         let p = pod();
-        let s = app_spec("n1", &p, &p.spec.containers[0], 2, "abc", Path::new("/d")).unwrap();
+        let s = app_spec(
+            "n1",
+            &p,
+            &p.spec.containers[0],
+            2,
+            "abc",
+            Path::new("/d"),
+            &[],
+        )
+        .unwrap();
         assert_eq!(s.name, "skiff_app_web_default_u1_2");
         assert_eq!(s.network_mode.as_deref(), Some("container:abc"));
         assert_eq!(s.entrypoint, Some(vec!["httpd".to_string()]));
@@ -276,6 +292,26 @@ mod tests {
         let mut p = pod();
         p.spec.volumes.clear();
         let c = p.spec.containers[0].clone();
-        assert!(app_spec("n1", &p, &c, 0, "abc", Path::new("/d")).is_err());
+        assert!(app_spec("n1", &p, &c, 0, "abc", Path::new("/d"), &[]).is_err());
+    }
+
+    #[test]
+    fn service_variables_come_first_and_the_pods_own_win() {
+        let p = pod();
+        let env = [
+            ("WEB_SERVICE_HOST".to_string(), "172.17.0.1".to_string()),
+            ("MODE".to_string(), "from-service".to_string()),
+        ];
+        let s = app_spec(
+            "n1",
+            &p,
+            &p.spec.containers[0],
+            0,
+            "abc",
+            Path::new("/d"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s.env, vec!["WEB_SERVICE_HOST=172.17.0.1", "MODE=prod"]);
     }
 }

@@ -246,6 +246,10 @@ impl<R: ContainerRuntime> Worker<R> {
         requeue: &mut Option<Duration>,
     ) -> Result<(), Waiting> {
         self.ensure_image(c, requeue).await?;
+        let service_env = match &self.config.services {
+            Some(s) => s.env_for(&pod.metadata.namespace).await,
+            None => Vec::new(),
+        };
         let spec = spec::app_spec(
             &self.config.node_name,
             pod,
@@ -253,6 +257,7 @@ impl<R: ContainerRuntime> Worker<R> {
             attempt,
             pause_id,
             &self.config.data_dir,
+            &service_env,
         )
         .map_err(|SpecError(message)| Waiting {
             reason: "CreateContainerConfigError".into(),

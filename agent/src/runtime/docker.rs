@@ -48,6 +48,16 @@ fn failed(e: BollardError) -> RuntimeError {
     }
 }
 
+/// The first host address of an IPv4 subnet (`172.17.0.0/16` →
+/// `172.17.0.1`).
+fn first_address(subnet: &str) -> Option<std::net::IpAddr> {
+    let (net, bits) = subnet.split_once('/')?;
+    let net: std::net::Ipv4Addr = net.parse().ok()?;
+    let bits: u32 = bits.parse().ok().filter(|b| *b <= 30)?;
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    Some(std::net::Ipv4Addr::from((u32::from(net) & mask) + 1).into())
+}
+
 /// A Docker timestamp truncated to seconds; `None` for Docker's zero time.
 fn docker_time(s: Option<&str>) -> Option<Time> {
     let t = Time::parse(s?).ok()?;
@@ -137,6 +147,36 @@ impl Docker {
         .map_err(failed)?;
         let docker = docker.negotiate_version().await.map_err(failed)?;
         Ok(Docker { docker })
+    }
+
+    /// The gateway address of Docker's default `bridge` network: the
+    /// host's address on it, which every container on that network
+    /// reaches. `None` when the network has none.
+    pub async fn bridge_gateway(&self) -> Result<Option<std::net::IpAddr>, RuntimeError> {
+        let network = self
+            .docker
+            .inspect_network(
+                "bridge",
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(failed)?;
+        let configs = network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default();
+        let gateway = configs
+            .iter()
+            .filter_map(|c| c.gateway.as_deref()?.parse().ok())
+            .next();
+        // Docker 20.10 leaves the default bridge's gateway out of its IPAM
+        // config; the bridge then has the first address of the subnet.
+        Ok(gateway.or_else(|| {
+            configs
+                .iter()
+                .filter_map(|c| first_address(c.subnet.as_deref()?))
+                .next()
+        }))
     }
 
     fn label_filter(label: &str) -> HashMap<&'static str, Vec<String>> {
@@ -385,5 +425,19 @@ mod tests {
             docker_time(Some("2026-12-01T13:51:17.123456789Z")),
             Some(Time::parse("2026-12-01T13:51:17Z").unwrap())
         );
+    }
+
+    #[test]
+    fn the_bridge_has_the_first_address_of_its_subnet() {
+        assert_eq!(
+            first_address("172.17.0.0/16"),
+            Some("172.17.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            first_address("10.1.2.128/25"),
+            Some("10.1.2.129".parse().unwrap())
+        );
+        assert_eq!(first_address("fd00::/64"), None);
+        assert_eq!(first_address("nonsense"), None);
     }
 }

@@ -848,7 +848,9 @@ pub fn validate_service(svc: &Service) -> Vec<StatusCause> {
     let mut node_ports = BTreeSet::new();
     for (i, port) in spec.ports.iter().enumerate() {
         let p = format!("spec.ports[{i}]");
-        service_port(&mut errs, port, &p, spec.ports.len() > 1, kind);
+        // A headless NodePort Service is refused on spec.clusterIP already.
+        let no_node_ports = headless && kind != "NodePort";
+        service_port(&mut errs, port, &p, spec.ports.len() > 1, no_node_ports);
         if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty())
             && !names.insert(name)
         {
@@ -867,7 +869,10 @@ pub fn validate_service(svc: &Service) -> Vec<StatusCause> {
     errs.into_vec()
 }
 
-fn service_port(errs: &mut Errs, port: &ServicePort, path: &str, several: bool, kind: &str) {
+/// One port of a Service. skiff proxies every Service that is not headless
+/// on its node ports, so `ClusterIP` Services take node ports as `NodePort`
+/// ones do; a headless one has none.
+fn service_port(errs: &mut Errs, port: &ServicePort, path: &str, several: bool, headless: bool) {
     match port.name.as_deref() {
         None | Some("") if several => errs.required(&format!("{path}.name"), ""),
         Some(name) if !name.is_empty() => {
@@ -901,10 +906,10 @@ fn service_port(errs: &mut Errs, port: &ServicePort, path: &str, several: bool, 
         None => {}
     }
     if let Some(np) = port.node_port.filter(|np| *np != 0) {
-        if kind == "ClusterIP" {
+        if headless {
             errs.forbidden(
                 &format!("{path}.nodePort"),
-                "may not be used when `type` is 'ClusterIP'",
+                "may not be used when `clusterIP` is 'None'",
             );
         } else if !NODE_PORT_RANGE.contains(&np) {
             errs.invalid(
@@ -1722,6 +1727,8 @@ mod tests {
         assert_valid(&s);
         let mut s = service();
         s["spec"]["type"] = json!("ClusterIP");
+        assert_valid(&s);
+        s["spec"]["clusterIP"] = json!("None");
         assert_only(&s, "spec.ports[0].nodePort", CauseType::FieldValueForbidden);
         let mut s = service();
         s["spec"]["type"] = json!("LoadBalancer");

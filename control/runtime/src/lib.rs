@@ -3,7 +3,9 @@
 //! never on RocksDB, so the agent links it as the control plane does.
 //!
 //! - [`registry`]: objects as JSON at their keys, compare-and-swap writes,
-//!   consistent paged lists and watches from a revision;
+//!   consistent paged lists and watches from a revision; [`claims`]: keys
+//!   an object holds exclusively (a Service's node ports), written in the
+//!   same transaction as the object;
 //! - [`stamp`]: the uid, clock reading and generated-name suffix a create
 //!   needs;
 //! - [`events`]: the event recorder, one Event per object and reason with a
@@ -17,6 +19,7 @@
 //!   and a fence on the leader's writes);
 //! - [`process`]: logging and the host name, set up alike by every daemon.
 
+pub mod claims;
 pub mod controller;
 pub mod election;
 pub mod events;

@@ -27,6 +27,8 @@ use skiff_proto::etcdserverpb::{
 use skiff_proto::mvccpb::{KeyValue, event::EventType};
 use tonic::Streaming;
 
+use crate::claims::{self, claim_changes, claim_value};
+
 /// Keys read per Range when a list is read in pages.
 pub const LIST_PAGE_SIZE: i64 = 500;
 /// Read-modify-write attempts of [`Registry::update_with`] before a lost
@@ -69,6 +71,10 @@ pub enum RegistryError {
     /// hold, a value that does not encode).
     #[error("{0}")]
     Invalid(String),
+    /// A claim the write needed (see [`crate::claims`]) is held by another
+    /// object: nothing was written.
+    #[error("{key} is already claimed")]
+    Claimed { key: String },
 }
 
 impl From<ClientError> for RegistryError {
@@ -234,6 +240,27 @@ fn range_op(key: &str) -> RequestOp {
     }
 }
 
+/// A compare that `key` does not exist.
+fn absent(key: &str) -> Compare {
+    cmp(
+        key,
+        compare::CompareTarget::Create,
+        compare::TargetUnion::CreateRevision(0),
+    )
+}
+
+fn delete_op(key: &str, prev_kv: bool) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                prev_kv,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
 /// The key-value the failure branch read back (its first Range), if any.
 fn failure_kv(resp: &skiff_proto::etcdserverpb::TxnResponse) -> Option<KeyValue> {
     match resp.responses.first().and_then(|r| r.response.as_ref()) {
@@ -273,17 +300,21 @@ impl Registry {
         &self.client
     }
 
-    /// Runs a one-key write: `compare` guards `success`; on failure the key
-    /// is read back (the first failure response). With a fence, the fence
-    /// is one more compare and a failed fence is [`RegistryError::Fenced`].
+    /// Runs a write of `key`: `compares` guard `success`; on failure the
+    /// key is read back (the first failure response), then each of
+    /// `also_read`, then the fence key (with a fence). With a fence, the
+    /// fence is one more compare and a failed fence is
+    /// [`RegistryError::Fenced`].
     async fn write(
         &self,
         key: &str,
-        compare: Compare,
-        success: RequestOp,
+        compares: Vec<Compare>,
+        success: Vec<RequestOp>,
+        also_read: &[String],
     ) -> Result<skiff_proto::etcdserverpb::TxnResponse, RegistryError> {
-        self.fenced_txn(vec![compare], vec![success], vec![range_op(key)])
-            .await
+        let mut failure = vec![range_op(key)];
+        failure.extend(also_read.iter().map(|k| range_op(k)));
+        self.fenced_txn(compares, success, failure).await
     }
 
     /// Runs a transaction, with the fence (if any) as one more compare
@@ -364,6 +395,39 @@ impl Registry {
             .then(|| resp.header.map_or(0, |h| h.revision)))
     }
 
+    /// The first of `claims` the failure branch of a [`Self::write`] found
+    /// held.
+    fn held_claim(
+        &self,
+        resp: &skiff_proto::etcdserverpb::TxnResponse,
+        claims: &[String],
+    ) -> Option<String> {
+        // The key's read comes first, then the claims', then the fence's.
+        let first = 1;
+        claims.iter().enumerate().find_map(|(i, claim)| {
+            match resp
+                .responses
+                .get(first + i)
+                .and_then(|r| r.response.as_ref())
+            {
+                Some(response_op::Response::ResponseRange(range)) if !range.kvs.is_empty() => {
+                    Some(claim.clone())
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// The object a write of a claim-holding key replaces, read so that the
+    /// claims it holds are known; it must still be at `expected`.
+    async fn current_for_claims(&self, key: &str, expected: i64) -> Result<Stored, RegistryError> {
+        let current = self.get(key).await?;
+        if current.mod_revision != expected {
+            return Err(RegistryError::Conflict);
+        }
+        Ok(current)
+    }
+
     /// The current store revision (a linearizable read).
     pub async fn revision(&self) -> Result<i64, RegistryError> {
         let resp = self
@@ -386,19 +450,25 @@ impl Registry {
     /// Creates the object at `key`; [`RegistryError::AlreadyExists`] if a
     /// key is there.
     pub async fn create(&self, key: &str, value: &Value) -> Result<Stored, RegistryError> {
-        let resp = self
-            .write(
-                key,
-                cmp(
-                    key,
-                    compare::CompareTarget::Create,
-                    compare::TargetUnion::CreateRevision(0),
-                ),
-                put_op(key, value),
-            )
-            .await?;
+        let (added, _) = claim_changes(key, None, Some(value));
+        let added: Vec<String> = added.into_iter().collect();
+        let mut compares = vec![cmp(
+            key,
+            compare::CompareTarget::Create,
+            compare::TargetUnion::CreateRevision(0),
+        )];
+        compares.extend(added.iter().map(|c| absent(c)));
+        let mut success = vec![put_op(key, value)];
+        success.extend(added.iter().map(|c| put_op(c, &claim_value(key))));
+        let resp = self.write(key, compares, success, &added).await?;
         if !resp.succeeded {
-            return Err(RegistryError::AlreadyExists);
+            if failure_kv(&resp).is_some() {
+                return Err(RegistryError::AlreadyExists);
+            }
+            return Err(match self.held_claim(&resp, &added) {
+                Some(key) => RegistryError::Claimed { key },
+                None => RegistryError::AlreadyExists,
+            });
         }
         let revision = resp.header.map_or(0, |h| h.revision);
         let mut value = value.clone();
@@ -419,21 +489,31 @@ impl Registry {
         value: &Value,
         expected: i64,
     ) -> Result<Stored, RegistryError> {
-        let resp = self
-            .write(
-                key,
-                cmp(
-                    key,
-                    compare::CompareTarget::Mod,
-                    compare::TargetUnion::ModRevision(expected),
-                ),
-                put_op(key, value),
-            )
-            .await?;
+        let (added, released) = if claims::may_hold_claims(key) {
+            let current = self.current_for_claims(key, expected).await?;
+            claim_changes(key, Some(&current.value), Some(value))
+        } else {
+            Default::default()
+        };
+        let added: Vec<String> = added.into_iter().collect();
+        let mut compares = vec![cmp(
+            key,
+            compare::CompareTarget::Mod,
+            compare::TargetUnion::ModRevision(expected),
+        )];
+        compares.extend(added.iter().map(|c| absent(c)));
+        let mut success = vec![put_op(key, value)];
+        success.extend(added.iter().map(|c| put_op(c, &claim_value(key))));
+        success.extend(released.iter().map(|c| delete_op(c, false)));
+        let resp = self.write(key, compares, success, &added).await?;
         if !resp.succeeded {
             return Err(match failure_kv(&resp) {
-                Some(_) => RegistryError::Conflict,
+                Some(kv) if kv.mod_revision != expected => RegistryError::Conflict,
                 None => RegistryError::NotFound,
+                Some(_) => match self.held_claim(&resp, &added) {
+                    Some(key) => RegistryError::Claimed { key },
+                    None => RegistryError::Conflict,
+                },
             });
         }
         let revision = resp.header.map_or(0, |h| h.revision);
@@ -507,26 +587,20 @@ impl Registry {
     /// Deletes the object at `key` if its `mod_revision` is still
     /// `expected`; returns the object as it was.
     pub async fn delete(&self, key: &str, expected: i64) -> Result<Stored, RegistryError> {
-        let delete = RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(
-                DeleteRangeRequest {
-                    key: key.as_bytes().to_vec(),
-                    prev_kv: true,
-                    ..Default::default()
-                },
-            )),
+        let released = if claims::may_hold_claims(key) {
+            let current = self.current_for_claims(key, expected).await?;
+            claims::claims_of(key, &current.value)
+        } else {
+            Default::default()
         };
-        let resp = self
-            .write(
-                key,
-                cmp(
-                    key,
-                    compare::CompareTarget::Mod,
-                    compare::TargetUnion::ModRevision(expected),
-                ),
-                delete,
-            )
-            .await?;
+        let compares = vec![cmp(
+            key,
+            compare::CompareTarget::Mod,
+            compare::TargetUnion::ModRevision(expected),
+        )];
+        let mut success = vec![delete_op(key, true)];
+        success.extend(released.iter().map(|c| delete_op(c, false)));
+        let resp = self.write(key, compares, success, &[]).await?;
         if !resp.succeeded {
             return Err(match failure_kv(&resp) {
                 Some(_) => RegistryError::Conflict,
@@ -585,8 +659,12 @@ impl Registry {
     }
 
     /// Deletes every object under `prefix` (one DeleteRange); returns how
-    /// many there were.
+    /// many there were. Objects that may hold claims are deleted one by
+    /// one instead, each with its claims.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, RegistryError> {
+        if claims::may_hold_claims(prefix) {
+            return self.delete_each(prefix).await;
+        }
         let resp = self
             .client
             .delete_range(DeleteRangeRequest {
@@ -596,6 +674,49 @@ impl Registry {
             })
             .await?;
         Ok(resp.deleted)
+    }
+
+    /// Deletes the objects under `prefix` one at a time (a page at a time),
+    /// each with a compare-and-swap; one changed meanwhile is left for the
+    /// caller's next round.
+    async fn delete_each(&self, prefix: &str) -> Result<i64, RegistryError> {
+        let mut deleted = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .list_page(prefix, after.as_deref(), None, LIST_PAGE_SIZE)
+                .await?;
+            for item in &page.items {
+                match self.delete(&item.key, item.mod_revision).await {
+                    Ok(_) => deleted += 1,
+                    Err(RegistryError::Conflict | RegistryError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.items.last() {
+                Some(last) if page.more => after = Some(last.key.clone()),
+                _ => return Ok(deleted),
+            }
+        }
+    }
+
+    /// The keys under `prefix` (no values), at most `limit`.
+    pub async fn keys(&self, prefix: &str, limit: i64) -> Result<Vec<String>, RegistryError> {
+        let resp = self
+            .client
+            .range(RangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_range_end(prefix.as_bytes()),
+                keys_only: true,
+                limit,
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .collect())
     }
 
     /// How many objects are under `prefix`.

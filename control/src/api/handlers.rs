@@ -4,17 +4,22 @@
 //! [`Registry`], and the outcome into a response. Every error goes back
 //! through [`ApiError`]; a refused request writes nothing.
 
+use std::collections::BTreeSet;
+
 use axum::body::to_bytes;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
+use skiff_model::validation::NODE_PORT_RANGE;
 use skiff_model::validation::validate_scale;
 use skiff_model::{ResourceInfo, Scale, decode_object};
+use skiff_runtime::claims;
 
 use super::apply::{self, Outcome};
 use super::discovery::{self, has_scale, has_status};
+use super::nodeports;
 use super::objects::{self, Part, Stamp};
 use super::patch::{json_patch, merge_patch, strategic_merge_patch};
 use super::registry::{
@@ -322,26 +327,93 @@ async fn create(server: &ApiServer, p: &ResourcePath, ctx: &Ctx) -> Result<Respo
     }
     let name = objects::name_of(&prepared).to_string();
     let key = key_of(resource, namespace, &name)?;
-    if dry {
-        return Ok(object_response(
-            StatusCode::CREATED,
-            resource,
-            prepared,
-            ctx.as_table,
-        ));
+    let registry = server.registry();
+    for attempt in 1..=MAX_UPDATE_ATTEMPTS {
+        let mut object = prepared.clone();
+        let chosen = allocate_node_ports(registry, resource, None, &mut object).await?;
+        if dry {
+            return Ok(object_response(
+                StatusCode::CREATED,
+                resource,
+                object,
+                ctx.as_table,
+            ));
+        }
+        match registry.create(&key, &object).await {
+            Ok(stored) => {
+                tracing::info!(key = %key, revision = stored.mod_revision, "created");
+                return Ok(object_response(
+                    StatusCode::CREATED,
+                    resource,
+                    stored.value,
+                    ctx.as_table,
+                ));
+            }
+            Err(RegistryError::Claimed { key: claim }) => {
+                claim_refused(resource, &name, &object, &claim, &chosen, attempt)?;
+            }
+            Err(e) => return Err(ApiError::from_registry(e, resource, &name)),
+        }
     }
-    let stored = server
-        .registry()
-        .create(&key, &prepared)
+    Err(nodeports::range_full())
+}
+
+/// Gives each port of a Service without a node port one: the one it had
+/// in `old` (an update), else a free one. Returns the node ports chosen
+/// here, as opposed to those the request asked for. Other kinds: nothing.
+async fn allocate_node_ports(
+    registry: &Registry,
+    resource: &'static ResourceInfo,
+    old: Option<&Value>,
+    object: &mut Value,
+) -> Result<BTreeSet<i32>, ApiError> {
+    if !nodeports::is_service(resource) {
+        return Ok(BTreeSet::new());
+    }
+    if let Some(old) = old {
+        nodeports::keep_allocated(old, object);
+    }
+    let missing = nodeports::unallocated(object);
+    if missing.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let mut taken: BTreeSet<i32> = registry
+        .keys(claims::NODE_PORT_CLAIMS_PREFIX, 0)
         .await
-        .map_err(|e| ApiError::from_registry(e, resource, &name))?;
-    tracing::info!(key = %key, revision = stored.mod_revision, "created");
-    Ok(object_response(
-        StatusCode::CREATED,
-        resource,
-        stored.value,
-        ctx.as_table,
-    ))
+        .map_err(|e| ApiError::from_registry(e, resource, objects::name_of(object)))?
+        .iter()
+        .filter_map(|k| claims::claimed_node_port(k))
+        .collect();
+    taken.extend(nodeports::requested(object));
+    let start = rand::random_range(NODE_PORT_RANGE);
+    let ports =
+        nodeports::choose(&taken, missing.len(), start).ok_or_else(nodeports::range_full)?;
+    nodeports::assign(object, &missing, &ports);
+    Ok(ports.into_iter().collect())
+}
+
+/// A write refused because another Service holds node port claim
+/// `claim`: `Ok` to choose again (this request chose the port, and
+/// attempts are left), else the 422 naming the field that asked for it.
+fn claim_refused(
+    resource: &'static ResourceInfo,
+    name: &str,
+    object: &Value,
+    claim: &str,
+    chosen: &BTreeSet<i32>,
+    attempt: u32,
+) -> Result<(), ApiError> {
+    let Some(port) = claims::claimed_node_port(claim) else {
+        return Err(ApiError::Internal(format!("{claim} is already claimed")));
+    };
+    if chosen.contains(&port) {
+        if attempt < MAX_UPDATE_ATTEMPTS {
+            tracing::debug!(port, attempt, "node port taken meanwhile, choosing again");
+            return Ok(());
+        }
+        return Err(nodeports::range_full());
+    }
+    Err(nodeports::already_allocated(resource, name, object, port))
 }
 
 /// Reads the object, computes its next state with `change` and writes it
@@ -369,6 +441,8 @@ async fn update_loop(
             return Err(err(RegistryError::Conflict));
         }
         let mut next = change(&current)?;
+        let chosen =
+            allocate_node_ports(registry, resource, Some(&current.value), &mut next).await?;
         if objects::unchanged(&current.value, &next) {
             return Ok(current.value);
         }
@@ -396,6 +470,9 @@ async fn update_loop(
                 if precondition.is_none() && attempt < MAX_UPDATE_ATTEMPTS =>
             {
                 continue;
+            }
+            Err(RegistryError::Claimed { key: claim }) => {
+                claim_refused(resource, name, &next, &claim, &chosen, attempt)?;
             }
             Err(e) => return Err(err(e)),
         }
@@ -524,7 +601,8 @@ async fn server_side_apply(
         let last = attempt == MAX_UPDATE_ATTEMPTS;
         match registry.get(&key).await {
             Err(RegistryError::NotFound) => {
-                let object = apply::plan_create(resource, namespace, &manifest, &Stamp::now())?;
+                let mut object = apply::plan_create(resource, namespace, &manifest, &Stamp::now())?;
+                let chosen = allocate_node_ports(registry, resource, None, &mut object).await?;
                 if resource.namespaced {
                     ensure_namespace(server, namespace).await?;
                 }
@@ -545,6 +623,9 @@ async fn server_side_apply(
                         ));
                     }
                     Err(RegistryError::AlreadyExists) if !last => continue,
+                    Err(RegistryError::Claimed { key: claim }) => {
+                        claim_refused(resource, name, &object, &claim, &chosen, attempt)?;
+                    }
                     Err(e) => return Err(err(e)),
                 }
             }
@@ -561,6 +642,9 @@ async fn server_side_apply(
                         current.value,
                     ));
                 };
+                let chosen =
+                    allocate_node_ports(registry, resource, Some(&current.value), &mut next)
+                        .await?;
                 if dry {
                     set_resource_version(&mut next, current.mod_revision);
                     return Ok(apply_response(StatusCode::OK, Outcome::Configured, next));
@@ -575,6 +659,9 @@ async fn server_side_apply(
                         ));
                     }
                     Err(RegistryError::Conflict) if precondition.is_none() && !last => continue,
+                    Err(RegistryError::Claimed { key: claim }) => {
+                        claim_refused(resource, name, &next, &claim, &chosen, attempt)?;
+                    }
                     Err(e) => return Err(err(e)),
                 }
             }

@@ -16,6 +16,8 @@
 //! - [`handlers`]: the thin HTTP layer that ties them together;
 //! - [`watch`]: watch streams (newline-delimited JSON events);
 //! - [`logs`]: `pods/{name}/log`, proxied to the agent of the pod's node;
+//! - [`nodeports`]: which node ports a Service gets, pure (the store keeps
+//!   them unique through the registry's claims);
 //! - [`discovery`], [`openapi`] and [`table`]: what kubectl asks of a server
 //!   besides objects;
 //! - [`status`]: the one place where errors become Kubernetes `Status`
@@ -30,6 +32,7 @@ pub mod apply;
 pub mod discovery;
 pub mod handlers;
 pub mod logs;
+pub mod nodeports;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

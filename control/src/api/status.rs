@@ -110,7 +110,9 @@ impl ApiError {
             RegistryError::Store(message)
             | RegistryError::Corrupt(message)
             | RegistryError::Invalid(message) => ApiError::Internal(message),
-            e @ RegistryError::Fenced { .. } => ApiError::Internal(e.to_string()),
+            e @ (RegistryError::Fenced { .. } | RegistryError::Claimed { .. }) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 

@@ -90,6 +90,10 @@ pub struct AgentPlan {
     /// Its directory under the data dir, and its log's name.
     pub dir: String,
     pub port: u16,
+    /// `--proxy-address`: several agents of one machine each take a
+    /// loopback address of their own (`127.0.0.<i>`), so that each one's
+    /// node ports can be reached apart; `None` for the default.
+    pub proxy_address: Option<String>,
 }
 
 impl AgentPlan {
@@ -102,6 +106,7 @@ impl AgentPlan {
                 node: None,
                 dir: "agent".into(),
                 port: first_port,
+                proxy_address: None,
             }];
         }
         (1..=n)
@@ -109,6 +114,7 @@ impl AgentPlan {
                 node: Some(format!("{host}-{i}")),
                 dir: format!("agent-{i}"),
                 port: first_port.saturating_add(i - 1),
+                proxy_address: Some(format!("127.0.0.{}", i.min(254))),
             })
             .collect()
     }
@@ -132,6 +138,9 @@ pub fn agent_args(plan: &[MemberPlan], data_dir: &Path, agent: &AgentPlan) -> Ve
         "--port".into(),
         agent.port.to_string(),
     ];
+    if let Some(address) = &agent.proxy_address {
+        args.extend(["--proxy-address".to_string(), address.clone()]);
+    }
     if let Some(node) = &agent.node {
         args.extend(["--node-name".to_string(), node.clone()]);
     }
@@ -853,7 +862,8 @@ mod tests {
             [AgentPlan {
                 node: None,
                 dir: "agent".into(),
-                port: 10250
+                port: 10250,
+                proxy_address: None,
             }]
         );
         assert_eq!(one[0].log(Path::new("/d")), Path::new("/d/agent.log"));
@@ -864,6 +874,10 @@ mod tests {
         assert_eq!(three[1].dir, "agent-2");
         let args = agent_args(&[], Path::new("/d"), &three[1]);
         assert_eq!(args[args.len() - 2..], ["--node-name", "box-2"]);
+        assert_eq!(
+            args[args.len() - 4..args.len() - 2],
+            ["--proxy-address", "127.0.0.2"]
+        );
         assert!(AgentPlan::all(0, "box", 10250).is_empty());
     }
 

@@ -1141,26 +1141,31 @@ pub fn service_text(svc: &Value, endpoints: Option<&Value>, events: &[Value], no
         or_default(s(svc, "spec.type"), "ClusterIP")
     ));
     w.write(&format!("IP:\t{}\n", or_none(s(svc, "spec.clusterIP"))));
-    let addresses: Vec<String> = endpoints
-        .map(|ep| {
-            arr(ep, "subsets")
-                .iter()
-                .flat_map(|subset| {
-                    let ports: Vec<i64> = arr(subset, "ports")
-                        .iter()
-                        .map(|p| int(p, "port"))
-                        .collect();
-                    arr(subset, "addresses")
-                        .iter()
-                        .flat_map(move |a| {
-                            let ip = s(a, "ip").to_string();
-                            ports.clone().into_iter().map(move |p| format!("{ip}:{p}"))
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    // The ready addresses with the port of the service port named `name`
+    // (kubectl's per-port Endpoints line).
+    let addresses = |port_name: &str| -> Vec<String> {
+        endpoints
+            .map(|ep| {
+                arr(ep, "subsets")
+                    .iter()
+                    .flat_map(|subset| {
+                        let ports: Vec<i64> = arr(subset, "ports")
+                            .iter()
+                            .filter(|p| s(p, "name") == port_name)
+                            .map(|p| int(p, "port"))
+                            .collect();
+                        arr(subset, "addresses")
+                            .iter()
+                            .flat_map(move |a| {
+                                let ip = s(a, "ip").to_string();
+                                ports.clone().into_iter().map(move |p| format!("{ip}:{p}"))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     for p in arr(svc, "spec.ports") {
         let name = or_default(s(p, "name"), "<unset>");
         let protocol = or_default(s(p, "protocol"), "TCP");
@@ -1177,7 +1182,10 @@ pub fn service_text(svc: &Value, endpoints: Option<&Value>, events: &[Value], no
                 int(p, "nodePort")
             ));
         }
-        w.write(&format!("Endpoints:\t{}\n", or_none(&addresses.join(","))));
+        w.write(&format!(
+            "Endpoints:\t{}\n",
+            or_none(&addresses(s(p, "name")).join(","))
+        ));
     }
     w.write(&format!(
         "Session Affinity:\t{}\n",
@@ -1457,15 +1465,17 @@ System Info:
         let svc = json!({"metadata": {"name": "web", "namespace": "default"},
             "spec": {"type": "NodePort", "clusterIP": "10.96.0.5", "selector": {"app": "web"},
                      "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080}]}});
-        let ep =
-            json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 31000}]}]});
+        let ep = json!({"subsets": [
+            {"addresses": [{"ip": "10.0.0.1"}], "ports": [{"name": "http", "port": 31000}]},
+            {"addresses": [{"ip": "10.0.0.2"}], "ports": [{"name": "http", "port": 31001}]},
+            {"notReadyAddresses": [{"ip": "10.0.0.3"}], "ports": [{"name": "http", "port": 31002}]}]});
         let text = service_text(&svc, Some(&ep), &[], NOW);
         for line in [
             "Selector:          app=web\n",
             "Port:              http  80/TCP\n",
             "TargetPort:        8080/TCP\n",
             "NodePort:          http  30080/TCP\n",
-            "Endpoints:         10.0.0.1:31000\n",
+            "Endpoints:         10.0.0.1:31000,10.0.0.2:31001\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
