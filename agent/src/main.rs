@@ -182,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
             services: None,
         },
         proxy: ProxyConfig {
+            node_name: node_name.clone(),
             address: proxy_address,
             shared_address,
             max_connections: args.proxy_max_connections,

@@ -21,9 +21,7 @@ pub const LABEL_ROLE: &str = "skiff.container.role";
 /// 0 for the first run of a container, n after n restarts.
 pub const LABEL_ATTEMPT: &str = "skiff.container.attempt";
 
-/// The annotation on the pod listing the ports published on the node
-/// (JSON: `[{"container","name","containerPort","protocol","hostIP","hostPort"}]`).
-pub const HOST_PORTS_ANNOTATION: &str = "skiff.io/host-ports";
+pub use skiff_model::HOST_PORTS_ANNOTATION;
 
 /// The container name Kubernetes gives the pause container.
 pub const PAUSE_NAME: &str = "POD";

@@ -57,6 +57,8 @@ const MAX_CONNECT_ATTEMPTS: usize = 16;
 /// What the proxy is told at start.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
+    /// This node's name: its pods are reached at their own IPs.
+    pub node_name: String,
     /// `--proxy-address`: where node ports listen.
     pub address: IpAddr,
     /// An address shared with other agents of the machine (the Docker
@@ -196,6 +198,7 @@ pub async fn run(watches: Watches, config: ProxyConfig, shutdown: CancellationTo
                 let routes = table::routes(
                     services.iter().map(|v| &**v),
                     endpoints.iter().map(|v| &**v),
+                    &proxy.config.node_name,
                 );
                 let complete = proxy.sync(routes).await;
                 tokio::select! {

@@ -3,12 +3,19 @@
 //! forwards (the ready endpoints of its service port, in the order the
 //! Endpoints object lists them); and in which order a connection tries the
 //! endpoints (round robin, then the next ones after a failed connect).
+//!
+//! An endpoint is its node address and host port, which every node can
+//! reach. A pod on the proxy's own node is reached at its own IP and
+//! container port instead (when the service port's `targetPort` is a
+//! number and the Endpoints object names the pod's IP): the same pod
+//! without a second proxy (Docker's) in between.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use serde_json::Value;
-use skiff_model::{Endpoints, Service};
+use skiff_model::POD_IPS_ANNOTATION;
+use skiff_model::{Endpoints, IntOrString, Service};
 
 /// One node port and where it forwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,12 +33,13 @@ fn namespaced_name(meta: &skiff_model::ObjectMeta) -> String {
 }
 
 /// The routes by node port, from every Service and Endpoints object (as
-/// JSON, the informers' copies). Headless Services, ports that are not
-/// TCP and ports without a node port get none; objects that do not decode
-/// are skipped.
+/// JSON, the informers' copies), for the proxy of node `local_node`.
+/// Headless Services, ports that are not TCP and ports without a node port
+/// get none; objects that do not decode are skipped.
 pub fn routes<'a>(
     services: impl IntoIterator<Item = &'a Value>,
     endpoints: impl IntoIterator<Item = &'a Value>,
+    local_node: &str,
 ) -> BTreeMap<u16, Route> {
     let endpoints: BTreeMap<String, Endpoints> = endpoints
         .into_iter()
@@ -60,11 +68,20 @@ pub fn routes<'a>(
                 continue;
             };
             let port_name = port.name.clone().unwrap_or_default();
+            let local = match &port.target_port {
+                None => Some(port.port),
+                Some(IntOrString::Int(p)) => Some(*p),
+                Some(IntOrString::String(_)) => None,
+            }
+            .and_then(|p| u16::try_from(p).ok())
+            .map(|container_port| (local_node, container_port));
             out.insert(
                 node_port,
                 Route {
                     service: name.clone(),
-                    backends: ep.map(|e| backends(e, &port_name)).unwrap_or_default(),
+                    backends: ep
+                        .map(|e| backends(e, &port_name, local))
+                        .unwrap_or_default(),
                     port_name,
                 },
             );
@@ -73,8 +90,24 @@ pub fn routes<'a>(
     out
 }
 
-/// The ready addresses of `ep` with the port named `port_name` (TCP).
-pub fn backends(ep: &Endpoints, port_name: &str) -> Vec<SocketAddr> {
+/// The pod IPs an Endpoints object names (its `skiff.io/pod-ips`
+/// annotation: pod name → IP).
+fn pod_ips(ep: &Endpoints) -> BTreeMap<String, IpAddr> {
+    ep.metadata
+        .annotations
+        .get(POD_IPS_ANNOTATION)
+        .and_then(|a| serde_json::from_str::<BTreeMap<String, String>>(a).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(pod, ip)| Some((pod, ip.parse().ok()?)))
+        .collect()
+}
+
+/// The ready addresses of `ep` with the port named `port_name` (TCP). With
+/// `local` (node name, container port), a pod on that node whose IP `ep`
+/// names is reached at its IP and the container port.
+pub fn backends(ep: &Endpoints, port_name: &str, local: Option<(&str, u16)>) -> Vec<SocketAddr> {
+    let ips = pod_ips(ep);
     let mut out = Vec::new();
     for subset in &ep.subsets {
         let Some(port) = subset.ports.iter().find(|p| {
@@ -87,8 +120,21 @@ pub fn backends(ep: &Endpoints, port_name: &str) -> Vec<SocketAddr> {
             continue;
         };
         for address in &subset.addresses {
-            if let Ok(ip) = address.ip.parse::<IpAddr>() {
-                out.push(SocketAddr::new(ip, port));
+            let pod_ip = address
+                .target_ref
+                .as_ref()
+                .and_then(|pod| ips.get(&pod.name));
+            match (local, pod_ip) {
+                (Some((node, container_port)), Some(ip))
+                    if address.node_name.as_deref() == Some(node) =>
+                {
+                    out.push(SocketAddr::new(*ip, container_port));
+                }
+                _ => {
+                    if let Ok(ip) = address.ip.parse::<IpAddr>() {
+                        out.push(SocketAddr::new(ip, port));
+                    }
+                }
             }
         }
     }
@@ -138,7 +184,7 @@ mod tests {
                 {"addresses": [{"ip": "10.0.0.2"}], "ports": [{"name": "http", "port": 32770}]}
             ]),
         )];
-        let r = routes(&services, &eps);
+        let r = routes(&services, &eps, "n1");
         assert_eq!(r.len(), 2);
         assert_eq!(r[&30080].service, "default/web");
         assert_eq!(r[&30080].port_name, "http");
@@ -153,11 +199,63 @@ mod tests {
         assert!(r[&30432].backends.is_empty());
     }
 
+    /// A pod on the proxy's own node is reached at its IP and container
+    /// port; one elsewhere, or with a named target port, at its node
+    /// address and host port.
+    #[test]
+    fn pods_on_this_node_are_reached_at_their_own_ip() {
+        let services = [
+            service(
+                "web",
+                json!([{"port": 80, "targetPort": 8080, "nodePort": 30080}]),
+            ),
+            service(
+                "named",
+                json!([{"port": 80, "targetPort": "http", "nodePort": 30081}]),
+            ),
+        ];
+        let subsets = json!([
+            {"addresses": [{"ip": "127.0.0.1", "nodeName": "n1", "targetRef": {"kind": "Pod", "name": "a"}}],
+             "ports": [{"port": 32768}]},
+            {"addresses": [{"ip": "127.0.0.2", "nodeName": "n2", "targetRef": {"kind": "Pod", "name": "b"}}],
+             "ports": [{"port": 32769}]},
+            {"addresses": [{"ip": "127.0.0.1", "nodeName": "n1", "targetRef": {"kind": "Pod", "name": "c"}}],
+             "ports": [{"port": 32770}]}
+        ]);
+        let mut eps = [
+            endpoints("web", subsets.clone()),
+            endpoints("named", subsets),
+        ];
+        for e in &mut eps {
+            e["metadata"]["annotations"] = json!({
+                POD_IPS_ANNOTATION: r#"{"a":"172.17.0.2","b":"172.17.0.3"}"#
+            });
+        }
+        let r = routes(&services, &eps, "n1");
+        let addrs =
+            |v: &[&str]| -> Vec<SocketAddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+        // c's IP is not named: its host port.
+        assert_eq!(
+            r[&30080].backends,
+            addrs(&["172.17.0.2:8080", "127.0.0.2:32769", "127.0.0.1:32770"])
+        );
+        assert_eq!(
+            r[&30081].backends,
+            addrs(&["127.0.0.1:32768", "127.0.0.2:32769", "127.0.0.1:32770"])
+        );
+        // From node n2, b is the local one.
+        let r = routes(&services, &eps, "n2");
+        assert_eq!(
+            r[&30080].backends,
+            addrs(&["127.0.0.1:32768", "172.17.0.3:8080", "127.0.0.1:32770"])
+        );
+    }
+
     #[test]
     fn headless_services_are_not_proxied() {
         let mut s = service("web", json!([{"port": 80, "nodePort": 30080}]));
         s["spec"]["clusterIP"] = json!("None");
-        assert!(routes(&[s], &[]).is_empty());
+        assert!(routes(&[s], &[], "n1").is_empty());
     }
 
     #[test]

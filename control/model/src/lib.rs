@@ -40,6 +40,14 @@ pub mod validation;
 pub use apply::{ApplyResult, LAST_APPLIED_ANNOTATION, apply, apply_with_annotation};
 pub use apps::{Deployment, ReplicaSet, Scale};
 pub use core::{Endpoints, Event, Namespace, Node, ReplicationController, Service};
+
+/// The annotation of a pod listing the ports its node's agent published
+/// for it (JSON: `[{"container","name","containerPort","protocol","hostIP","hostPort"}]`).
+pub const HOST_PORTS_ANNOTATION: &str = "skiff.io/host-ports";
+
+/// The annotation of an Endpoints object naming the IP of each listed pod
+/// (JSON: pod name → pod IP), written by the Endpoints controller.
+pub const POD_IPS_ANNOTATION: &str = "skiff.io/pod-ips";
 pub use defaults::default_object;
 pub use fields::FieldSelector;
 pub use labels::{LabelSelector, Selector};

@@ -34,11 +34,7 @@ use skiff_runtime::{
 
 use crate::api::objects;
 
-/// The annotation of the pods' host ports, written by their node's agent.
-pub const HOST_PORTS_ANNOTATION: &str = "skiff.io/host-ports";
-/// The annotation of an Endpoints object naming the IP of each listed pod
-/// (JSON: pod name → pod IP).
-pub const POD_IPS_ANNOTATION: &str = "skiff.io/pod-ips";
+pub use skiff_model::{HOST_PORTS_ANNOTATION, POD_IPS_ANNOTATION};
 
 /// One entry of a pod's [`HOST_PORTS_ANNOTATION`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
