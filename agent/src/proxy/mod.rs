@@ -17,8 +17,9 @@
 //!
 //! Each accepted connection goes to the endpoint whose turn it is (round
 //! robin per node port); a connect that fails or times out tries the next
-//! endpoint, each at most once. Then bytes are copied both ways until
-//! either side closes. Endpoints changes take effect for new connections
+//! endpoint, each at most once. Then bytes are spliced both ways
+//! ([`splice`], without passing through the proxy's memory) until either
+//! side closes. Endpoints changes take effect for new connections
 //! only: a connection in flight keeps its endpoint. Connections per
 //! listener are capped ([`ProxyConfig::max_connections`]); one over the cap
 //! is closed at once.
@@ -26,6 +27,7 @@
 //! [`env`] gives the service environment variables of new containers.
 
 pub mod env;
+pub mod splice;
 pub mod table;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,8 +46,6 @@ use tracing::Instrument;
 pub const SERVICES_PREFIX: &str = "/registry/services/specs/";
 /// Where Endpoints objects live in the store.
 pub const ENDPOINTS_PREFIX: &str = "/registry/services/endpoints/";
-/// Buffer of each direction of a proxied connection.
-const COPY_BUFFER_BYTES: usize = 256 * 1024;
 /// Connections waiting to be accepted, per listener.
 const LISTEN_BACKLOG: u32 = 1024;
 /// Pause before opening again a listener that could not be opened, and
@@ -377,7 +377,7 @@ async fn serve(
 /// Connects to the endpoint whose turn it is, or the next ones, and copies
 /// bytes both ways until either side closes.
 async fn forward(
-    mut client: TcpStream,
+    client: TcpStream,
     backends: &Backends,
     connect_timeout: Duration,
     shutdown: &CancellationToken,
@@ -401,7 +401,7 @@ async fn forward(
             }
         }
     }
-    let Some((backend, mut upstream)) = upstream else {
+    let Some((backend, upstream)) = upstream else {
         tracing::warn!(
             service = %backends.service,
             endpoints = addrs.len(),
@@ -413,12 +413,7 @@ async fn forward(
     let _ = upstream.set_nodelay(true);
     tokio::select! {
         _ = shutdown.cancelled() => {}
-        r = tokio::io::copy_bidirectional_with_sizes(
-            &mut client,
-            &mut upstream,
-            COPY_BUFFER_BYTES,
-            COPY_BUFFER_BYTES,
-        ) => {
+        r = splice::both_ways(&client, &upstream) => {
             match r {
                 Ok((up, down)) => tracing::debug!(%backend, bytes_up = up, bytes_down = down, "connection closed"),
                 Err(e) => tracing::debug!(%backend, error = %e, "connection ended with an error"),
