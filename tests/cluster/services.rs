@@ -317,6 +317,7 @@ async fn services_spread_env_delete_and_scale() {
         .delete(&format!("{PODS}/{victim}"))
         .await
         .expect(200);
+    let deleted = Instant::now();
     let dropped = wait_for(
         "the deleted pod to leave the endpoints",
         CONVERGE,
@@ -326,6 +327,13 @@ async fn services_spread_env_delete_and_scale() {
         },
     )
     .await;
+    // The Endpoints object follows within a second of the deletion.
+    let update = dropped.saturating_duration_since(deleted);
+    eprintln!("the endpoints dropped the deleted pod {update:?} after its deletion");
+    assert!(
+        update < Duration::from_secs(1),
+        "the endpoints dropped the pod {update:?} after its deletion"
+    );
     let results = stream.await.unwrap();
     let failed: Vec<String> = results
         .iter()
