@@ -144,6 +144,25 @@ async fn scheduler_binds_spreads_and_explains() {
     .await;
 }
 
+/// Waits for the pod's Scheduled event, and asserts that it was bound once:
+/// one Scheduled event, with count 1.
+async fn assert_scheduled_once(control: &Control, name: &str) {
+    let events = wait_for(format!("the Scheduled event of {name}"), WAIT, async || {
+        let events = control.events_for(name).await;
+        events
+            .iter()
+            .any(|e| e["reason"] == "Scheduled")
+            .then_some(events)
+    })
+    .await;
+    let scheduled: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["reason"] == "Scheduled")
+        .collect();
+    assert_eq!(scheduled.len(), 1, "{name}: {events:?}");
+    assert_eq!(scheduled[0]["count"], 1, "{name} bound once: {events:?}");
+}
+
 #[tokio::test]
 async fn scheduler_fails_over_to_another_instance() {
     let cluster = Cluster::start(3).await;
@@ -173,21 +192,7 @@ async fn scheduler_fails_over_to_another_instance() {
     // The lease TTL is 2 s; the new leader lists, then binds.
     assert!(took < Duration::from_secs(10), "hand-over took {took:?}");
     for i in 1..=6 {
-        let name = format!("p{i}");
-        let events = wait_for(format!("the Scheduled event of {name}"), WAIT, async || {
-            let events = second.events_for(&name).await;
-            events
-                .iter()
-                .any(|e| e["reason"] == "Scheduled")
-                .then_some(events)
-        })
-        .await;
-        let scheduled: Vec<&Value> = events
-            .iter()
-            .filter(|e| e["reason"] == "Scheduled")
-            .collect();
-        assert_eq!(scheduled.len(), 1, "{name}: {events:?}");
-        assert_eq!(scheduled[0]["count"], 1, "{name} bound once: {events:?}");
+        assert_scheduled_once(&second, &format!("p{i}")).await;
     }
 
     // The second dies while a ReplicaSet of 30 is being created; a third
@@ -231,20 +236,7 @@ async fn scheduler_fails_over_to_another_instance() {
     })
     .await;
     for p in &pods {
-        let name = p["metadata"]["name"].as_str().unwrap();
-        let events = wait_for(format!("the Scheduled event of {name}"), WAIT, async || {
-            let events = third.events_for(name).await;
-            events
-                .iter()
-                .any(|e| e["reason"] == "Scheduled")
-                .then_some(events)
-        })
-        .await;
-        let scheduled: Vec<&Value> = events
-            .iter()
-            .filter(|e| e["reason"] == "Scheduled")
-            .collect();
-        assert_eq!(scheduled[0]["count"], 1, "{name} bound once: {events:?}");
+        assert_scheduled_once(&third, p["metadata"]["name"].as_str().unwrap()).await;
     }
     // No more than 30, a while later: no instance created duplicates.
     let list = third

@@ -32,6 +32,7 @@ use skiff_runtime::{
     Action, Cache, Informer, Notice, Reconcile, Registry, RegistryError, Stamp, WorkQueue,
 };
 
+use super::labels_of;
 use crate::api::objects;
 
 pub use skiff_model::{HOST_PORTS_ANNOTATION, POD_IPS_ANNOTATION};
@@ -233,17 +234,6 @@ pub fn endpoints_object(
         Some(c) if *c == next => None,
         _ => Some(next),
     }
-}
-
-fn labels_of(v: &Value) -> BTreeMap<String, String> {
-    v["metadata"]["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn selector_of(service: &Value) -> Option<Selector> {

@@ -14,3 +14,20 @@ pub mod endpoints;
 pub mod gc;
 pub mod nodes;
 pub mod replicas;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// An object's labels, from its JSON copy (values that are not strings
+/// left out).
+pub(crate) fn labels_of(v: &Value) -> BTreeMap<String, String> {
+    v["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}

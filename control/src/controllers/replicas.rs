@@ -33,6 +33,7 @@ use skiff_runtime::{
 use skiff_runtime::{EventRecorder, EventType};
 use tokio::time::Instant;
 
+use super::labels_of;
 use crate::api::objects;
 
 /// How long unmet expectations hold back decisions about an owner.
@@ -167,17 +168,6 @@ fn condition_true(pod: &Value, type_: &str) -> bool {
         cs.iter()
             .any(|c| c["type"] == type_ && c["status"] == "True")
     })
-}
-
-fn labels_of(v: &Value) -> std::collections::BTreeMap<String, String> {
-    v["metadata"]["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The order in which extra pods go: unscheduled, then pending, then not
