@@ -74,6 +74,14 @@ pub fn event_namespace(involved: &ObjectReference) -> &str {
     }
 }
 
+/// The store key of the one Event for `involved` and `reason`.
+fn event_key(involved: &ObjectReference, reason: &str) -> Result<String, RegistryError> {
+    resources::lookup("events")
+        .expect("events are a resource")
+        .key(event_namespace(involved), &event_name(involved, reason))
+        .map_err(|e| RegistryError::Invalid(e.to_string()))
+}
+
 /// The name of the one Event for `involved` and `reason`.
 pub fn event_name(involved: &ObjectReference, reason: &str) -> String {
     let mut hash = Sha256::new();
@@ -184,10 +192,7 @@ impl EventRecorder {
         reason: &str,
         message: &str,
     ) -> Result<Write, RegistryError> {
-        let key = resources::lookup("events")
-            .expect("events are a resource")
-            .key(event_namespace(involved), &event_name(involved, reason))
-            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let key = event_key(involved, reason)?;
         let source = EventSource {
             component: self.component.clone(),
             host: self.host.clone(),
@@ -210,8 +215,8 @@ impl EventRecorder {
         reason: &str,
         message: &str,
     ) -> Result<Stored, RegistryError> {
-        let first = self.first_occurrence(involved, type_, reason, message)?;
-        let key = first.key.as_str();
+        let key = event_key(involved, reason)?;
+        let key = key.as_str();
         let mut last = RegistryError::Conflict;
         let mut exists = self.known().contains(key);
         for _ in 0..MAX_RECORD_ATTEMPTS {
@@ -222,6 +227,7 @@ impl EventRecorder {
             };
             match current {
                 Err(RegistryError::NotFound) => {
+                    let first = self.first_occurrence(involved, type_, reason, message)?;
                     match self.registry.create(key, &first.value).await {
                         Err(RegistryError::AlreadyExists) => {
                             last = RegistryError::AlreadyExists;
